@@ -1,0 +1,51 @@
+"""Client keys, as a plain ASGI middleware (no BaseHTTPMiddleware on the hot path).
+
+``/v1/*`` needs ``Authorization: Bearer <key>`` when keys are configured; ``/admin/*`` needs the
+admin key; probes and the scraper (``/healthz``, ``/readyz``, ``/metrics``) need nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .errors import Unauthorized
+from .responses import send_error
+
+_CHALLENGE = [(b"www-authenticate", b"Bearer")]
+
+ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
+
+
+def _bearer(scope: dict[str, Any]) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def _matches(token: str | None, keys: frozenset[str]) -> bool:
+    if token is None:
+        return False
+    return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+class ClientAuth:
+    def __init__(self, app: ASGIApp, *, client_keys: frozenset[str], admin_key: str) -> None:
+        self.app = app
+        self.client_keys = client_keys
+        self.admin_keys = frozenset({admin_key}) if admin_key else frozenset()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/") and self.client_keys:
+                if not _matches(_bearer(scope), self.client_keys):
+                    return await send_error(send, Unauthorized("missing or unknown API key: send Authorization: Bearer <key>"), _CHALLENGE)
+            elif path.startswith("/admin/"):
+                if not _matches(_bearer(scope), self.admin_keys):
+                    return await send_error(send, Unauthorized("the admin endpoints need the admin key (GATEWAY_ADMIN_KEY)"), _CHALLENGE)
+        await self.app(scope, receive, send)
+

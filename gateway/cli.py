@@ -1,0 +1,153 @@
+"""gateway serve | check | simulate | demo"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from . import accesslog
+from .config import Config, ConfigError, load
+from .settings import Settings, is_loopback
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        sys.exit(f"gateway: config error: {exc}")
+
+
+def _print_table(config: Config) -> None:
+    print(f"config: {config.path}")
+    print("providers:")
+    for p in config.providers.values():
+        state = "enabled" if p.enabled else f"DISABLED (set {p.key_variable})"
+        print(f"  {p.name:<14} profile={p.profile.name:<12} thinking={p.profile.thinking.name:<12} {p.base_url}  {state}")
+    print("models:")
+    for alias, routes in config.models.items():
+        shown = ", ".join(f"{r.provider.name}:{r.model}{'' if r.provider.enabled else ' (disabled)'}" for r in routes)
+        usable = any(r.provider.enabled for r in routes)
+        print(f"  {alias:<16} -> {shown}{'' if usable else '   [no enabled route: answers 503]'}")
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the command line's choices written back to it so that
+    every worker process (``--workers N``) reads the same ones."""
+    for name in ("config", "host", "port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            os.environ[f"GATEWAY_{name.upper()}"] = str(value)
+    return Settings()
+
+
+def serve(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    config = _load_or_exit(settings.config)
+    if not settings.client_keys and not is_loopback(settings.host):
+        sys.exit(f"gateway: refusing to serve on {settings.host} without client keys: "
+                 "set GATEWAY_API_KEYS, or bind to 127.0.0.1")
+    accesslog.configure(settings.log_level)
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    uvicorn.run("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=args.workers, loop="uvloop", http="httptools", log_level=settings.log_level.lower(),
+                access_log=False, timeout_graceful_shutdown=30)
+
+
+def check(args: argparse.Namespace) -> None:
+    _print_table(_load_or_exit(_settings(args).config))
+
+
+def simulate(args: argparse.Namespace) -> None:
+    from .simulator import create_app as simulator
+
+    uvicorn.run(simulator(), host=args.host, port=args.port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def demo(args: argparse.Namespace) -> None:
+    """The simulators and the gateway together, keyless, until Ctrl-C."""
+    from .app import create_app
+    from .simulator import create_app as simulator
+
+    sim_port = _free_port()
+    os.environ["GATEWAY_DEMO_UPSTREAM"] = f"http://127.0.0.1:{sim_port}"
+    settings = Settings(config=str(args.config), host="127.0.0.1", port=args.port, api_keys="")
+    accesslog.configure(settings.log_level)
+    config = _load_or_exit(settings.config)
+    servers = [
+        uvicorn.Server(uvicorn.Config(simulator(), host="127.0.0.1", port=sim_port, log_level="warning",
+                                      access_log=False, loop="uvloop", http="httptools")),
+        uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning",
+                                      access_log=False, loop="uvloop", http="httptools")),
+    ]
+    base = f"http://127.0.0.1:{args.port}/v1"
+    alias = next(iter(config.models))
+    print(f"""
+GLM gateway demo: simulated upstreams on 127.0.0.1:{sim_port}, no keys needed.
+Base URL: {base}
+Models:   {", ".join(config.models)}
+
+  curl {base}/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "{alias}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}", api_key="unused")
+  print(client.chat.completions.create(model="{alias}",
+        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+
+Ctrl-C stops it.
+""", flush=True)
+
+    async def both() -> None:
+        await asyncio.gather(*(s.serve() for s in servers))
+
+    try:
+        asyncio.run(both())
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible gateway for GLM resellers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("serve", help="serve the gateway")
+    p.add_argument("--config", help="routing table (default: $GATEWAY_CONFIG or config/gateway.yaml)")
+    p.add_argument("--host", help="bind address (default: $GATEWAY_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: $GATEWAY_PORT or 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.set_defaults(run=serve)
+    p = commands.add_parser("check", help="validate a config and print the routing table")
+    p.add_argument("--config")
+    p.set_defaults(run=check)
+    p = commands.add_parser("simulate", help="serve the five simulated upstreams")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000)
+    p.set_defaults(run=simulate)
+    p = commands.add_parser("demo", help="simulated upstreams and the gateway together, no keys needed")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--config", default=DEMO_CONFIG)
+    p.set_defaults(run=demo)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""gateway.yaml -> a typed, closed routing table.
+
+Format (issue 4)::
+
+    providers:
+      NAME:
+        profile: siliconflow          # built-in profile; defaults to NAME when that is one
+        base_url: https://api.siliconflow.cn/v1
+        api_key: ${SILICONFLOW_API_KEY}
+        limits: {stop_max: 2}         # optional: overrides the profile's limits
+        thinking: zhipu               # optional: overrides the profile's thinking dialect
+        timeout: {connect: 10, read: 300}
+    models:
+      ALIAS:
+        - {provider: NAME, model: upstream-model}
+
+``${VAR}`` and ``${VAR:-default}`` are read from the environment. An unset ``api_key`` variable
+disables its provider with a warning (users often hold keys for only some upstreams); an unset
+variable anywhere else, like any other mistake, is a :class:`ConfigError` naming file, key, problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from . import profiles
+from .profiles import Profile, ProfileError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PROVIDER_KEYS = {"profile", "base_url", "api_key", "limits", "thinking", "timeout"}
+
+
+class ConfigError(ValueError):
+    def __init__(self, path: str | Path, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+@dataclass(frozen=True)
+class Timeout:
+    connect: float = 10.0
+    read: float = 300.0  # between two bytes: thinking models can be silent for minutes
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    profile: Profile
+    base_url: str
+    api_key: str | None  # None: disabled, its key variable is unset
+    key_variable: str | None = None
+    timeout: Timeout = field(default_factory=Timeout)
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key is not None
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: Provider
+    model: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    providers: Mapping[str, Provider]
+    models: Mapping[str, tuple[Route, ...]]
+
+    def warnings(self) -> list[str]:
+        return [f"provider {p.name} is disabled: set {p.key_variable} to enable it"
+                for p in self.providers.values() if not p.enabled]
+
+
+def _expand(value: str, path: str, key: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(path, key, f"environment variable {name} is not set")
+    return _VAR.sub(one, value)
+
+
+def _mapping(value: Any, path: str, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _string(raw: Mapping[str, Any], name: str, path: str, key: str) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"{key}.{name}", "required, a non-empty string")
+    return _expand(value, path, f"{key}.{name}")
+
+
+def _api_key(raw: Mapping[str, Any], path: str, key: str) -> tuple[str | None, str | None]:
+    value = raw.get("api_key")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"{key}.api_key", "required: a key, or ${VARIABLE} to read it from")
+    match = _VAR.fullmatch(value)
+    if match and match.group(1) not in os.environ and match.group(2) is None:
+        return None, match.group(1)
+    return _expand(value, path, f"{key}.api_key"), match.group(1) if match else None
+
+
+def _timeout(raw: Any, path: str, key: str) -> Timeout:
+    if raw is None:
+        return Timeout()
+    raw = _mapping(raw, path, key)
+    values: dict[str, float] = {}
+    for name, value in raw.items():
+        if name not in ("connect", "read"):
+            raise ConfigError(path, f"{key}.{name}", "unknown; expected connect or read")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(path, f"{key}.{name}", f"expected a positive number of seconds, got {value!r}")
+        values[name] = float(value)
+    return Timeout(**values)
+
+
+def _provider(name: str, raw: Any, path: str) -> Provider:
+    key = f"providers.{name}"
+    raw = _mapping(raw, path, key)
+    unknown = set(raw) - _PROVIDER_KEYS
+    if unknown:
+        raise ConfigError(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; expected {', '.join(sorted(_PROVIDER_KEYS))}")
+    profile_name = raw.get("profile", name)
+    try:
+        profile = profiles.builtin(profile_name)
+    except KeyError:
+        raise ConfigError(path, f"{key}.profile", f"unknown profile {profile_name!r}; "
+                          f"built-in: {', '.join(profiles.names())}") from None
+    thinking = raw.get("thinking")
+    if thinking is not None and not isinstance(thinking, str):
+        raise ConfigError(path, f"{key}.thinking", "expected a dialect name")
+    try:
+        profile = profile.with_overrides(raw.get("limits"), thinking, key)
+    except ProfileError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
+    base_url = _string(raw, "base_url", path, key)
+    if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+        raise ConfigError(path, f"{key}.base_url", f"expected an http(s) URL, got {base_url!r}")
+    api_key, variable = _api_key(raw, path, key)
+    return Provider(name=name, profile=profile, base_url=base_url, api_key=api_key, key_variable=variable,
+                    timeout=_timeout(raw.get("timeout"), path, f"{key}.timeout"))
+
+
+def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) -> tuple[Route, ...]:
+    key = f"models.{alias}"
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, key, "expected a non-empty list of {provider, model} routes")
+    routes = []
+    for i, item in enumerate(raw):
+        item = _mapping(item, path, f"{key}[{i}]")
+        provider = _string(item, "provider", path, f"{key}[{i}]")
+        if provider not in providers:
+            raise ConfigError(path, f"{key}[{i}].provider", f"unknown provider {provider!r}; "
+                              f"configured: {', '.join(providers) or 'none'}")
+        routes.append(Route(providers[provider], _string(item, "model", path, f"{key}[{i}]")))
+    return tuple(routes)
+
+
+def load(path: str | Path) -> Config:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(path, "(file)", exc.strerror or str(exc)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "(yaml)", str(exc).replace("\n", " ")) from None
+    raw = _mapping(raw, path, "(top level)")
+    unknown = set(raw) - {"providers", "models"}
+    if unknown:
+        raise ConfigError(path, sorted(unknown)[0], "unknown key; expected providers and models")
+    providers = {name: _provider(str(name), value, path)
+                 for name, value in _mapping(raw.get("providers") or {}, path, "providers").items()}
+    models = {str(alias): _routes(str(alias), value, providers, path)
+              for alias, value in _mapping(raw.get("models") or {}, path, "models").items()}
+    if not models:
+        raise ConfigError(path, "models", "no model aliases: clients would have nothing to ask for")
+    return Config(path=path, providers=providers, models=models)

@@ -1,0 +1,128 @@
+"""Every error the gateway answers with, and the OpenAI envelope it is answered in.
+
+The tree::
+
+    GatewayError                       status  type / code
+    ├── ClientError                    4xx     the client can fix it
+    │   ├── InvalidRequest             400     invalid_request_error
+    │   ├── Unsupported                400     invalid_request_error / unsupported_by_provider
+    │   ├── Unauthorized               401     authentication_error / invalid_api_key
+    │   ├── ModelNotFound              404     invalid_request_error / model_not_found
+    │   └── PayloadTooLarge            413     invalid_request_error / payload_too_large
+    ├── NoRouteAvailable               503     service_unavailable / provider_disabled
+    └── UpstreamError                          what an upstream said or did, mapped once
+        ├── UpstreamRejected           400     the upstream refused the request as invalid
+        ├── ContentFiltered            400     code content_filter
+        ├── UpstreamRateLimited        429     Retry-After kept
+        ├── UpstreamUnavailable        502     5xx, connect failure, our key or balance refused
+        └── UpstreamTimeout            504
+
+The envelope is OpenAI's: ``{"error": {"message", "type", "param", "code"}}``. Messages never
+carry a stack trace or a key: they are built from the request and from what the upstream said.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.envelope())
+
+
+class ClientError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidRequest(ClientError):
+    code = "invalid_request"
+
+
+class Unsupported(ClientError):
+    """A request that breaks a documented limit of every route it could take."""
+
+    code = "unsupported_by_provider"
+
+
+class Unauthorized(ClientError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+class NoRouteAvailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "provider_disabled"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    #: A later route may still answer: the failure was the upstream's, not the request's.
+    retryable = True
+
+
+class UpstreamRejected(UpstreamError):
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+    retryable = False
+
+
+class ContentFiltered(UpstreamError):
+    status = 400
+    type = "invalid_request_error"
+    code = "content_filter"
+    retryable = False
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"

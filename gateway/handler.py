@@ -1,0 +1,147 @@
+"""One chat completion: route -> validate -> rewrite -> send -> relay.
+
+A plain ASGI endpoint (no framework request object on the hot path). Routes are tried in the
+order the config lists them: a route whose documented limits the request breaks is skipped, and
+a route whose upstream fails before answering (connect failure, 5xx, 429, our key refused) hands
+over to the next one. Nothing is sent upstream for a request no route can take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import request as request_body
+from .errors import GatewayError, InvalidRequest, PayloadTooLarge, UpstreamError
+from .exchange import Exchange
+from .relay import Headers, relay_json, relay_sse
+from .responses import send_error
+from .rewrite import rewrite
+from .routing import Router
+from .thinking import read_intent
+from .upstream import Upstream, passed_back
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Finished = Callable[[Exchange], None]
+
+
+class ChatCompletions:
+    def __init__(self, router: Callable[[], Router], upstream: Upstream, *, max_body_bytes: int,
+                 max_event_bytes: int, finished: Finished) -> None:
+        self._router = router  # read once per request: a reload never changes a request in flight
+        self._upstream = upstream
+        self._max_body = max_body_bytes
+        self._max_event = max_event_bytes
+        self._finished = finished
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        exchange = Exchange(request_id=request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        watcher = _DisconnectWatcher(receive)
+        try:
+            raw = await _read_body(scope, receive, self._max_body)
+            watcher.start()
+            await self._handle(raw, send, exchange, id_header)
+        except GatewayError as exc:
+            exchange.status, exchange.error_code = exc.status, exc.code
+            await send_error(send, exc, [id_header])
+        except asyncio.CancelledError:
+            if not watcher.disconnected:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            exchange.status = 499  # the client went away; the upstream request was cancelled with it
+        finally:
+            watcher.stop()
+            self._finished(exchange)
+
+    async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
+        body = request_body.parse(raw)
+        router = self._router()
+        exchange.alias = body["model"]
+        routes = router.candidates(body["model"])
+        intent = read_intent(body)
+        stream = request_body.wants_stream(body)
+        exchange.stream = stream
+        eligible = router.eligible(routes, body, intent)
+        for attempt, route in enumerate(eligible, start=1):
+            provider, profile = route.provider, route.provider.profile
+            exchange.attempts, exchange.provider, exchange.upstream_model = attempt, provider.name, route.model
+            upstream_body, dropped = rewrite(body, intent, profile, route.model, stream)
+            exchange.dropped = dropped
+            try:
+                async with self._upstream.post(provider, upstream_body, stream=stream,
+                                               request_id=exchange.request_id) as response:
+                    headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode())]
+                    if dropped:
+                        headers.append((b"x-gateway-dropped", ",".join(dropped).encode()))
+                    headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
+                    if stream:
+                        await relay_sse(response, send, headers, provider, exchange,
+                                        include_usage=request_body.wants_usage(body),
+                                        max_event_bytes=self._max_event)
+                    else:
+                        await relay_json(response, send, headers, provider, exchange)
+                    return
+            except UpstreamError as exc:
+                if exchange.status or not exc.retryable or attempt == len(eligible):
+                    exc.headers.setdefault("x-gateway-provider", provider.name)
+                    raise
+
+
+class _DisconnectWatcher:
+    """Cancels the request's task when the client goes away, so the upstream request ends at once."""
+
+    __slots__ = ("_receive", "_task", "_owner", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task: asyncio.Task[None] | None = None
+        self._owner: asyncio.Task[Any] | None = None
+        self.disconnected = False
+
+    def start(self) -> None:
+        self._owner = asyncio.current_task()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._owner is not None:
+            self.disconnected = True
+            self._owner.cancel()
+
+    def stop(self) -> None:
+        self._owner = None
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")[:128] or None
+    return None
+
+
+async def _read_body(scope: dict[str, Any], receive: Receive, limit: int) -> bytes:
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"the body is {length} bytes, more than the {limit} allowed")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("the client went away before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is more than the {limit} bytes allowed")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+

@@ -1,0 +1,142 @@
+"""Upstream answers back to the client: JSON whole, SSE event by event.
+
+Bytes go out as they came; events are parsed only so far as a feature needs (usage, the first
+reasoning/content delta, errors, a malformed event). An upstream that fails mid-stream ends the
+client's stream with an ``data: {"error": ...}`` event, never a hang (issue 4, point 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .config import Provider
+from .errors import GatewayError, UpstreamUnavailable
+from .exchange import Exchange
+from .sse import DONE, EventSplitter, EventTooLarge, data_of, frame
+from .upstream import mapped_errors, said_in
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no")]
+_DONE_EVENT = b"data: [DONE]\n\n"
+
+
+async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
+                     exchange: Exchange) -> None:
+    with mapped_errors(provider):
+        body = await response.read()
+    exchange.ttfb = exchange.since_start()
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailable(f"{provider.name} answered with a body that is not JSON") from None
+    if isinstance(answer, dict) and isinstance(answer.get("usage"), dict):
+        exchange.usage = answer["usage"]
+    exchange.status = 200
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _StreamState:
+    """What the relay learns from the events it passes on."""
+
+    __slots__ = ("exchange", "include_usage", "usage", "usage_sent", "template")
+
+    def __init__(self, exchange: Exchange, include_usage: bool) -> None:
+        self.exchange = exchange
+        self.include_usage = include_usage
+        self.usage: dict[str, Any] | None = None
+        self.usage_sent = False  # the upstream sent OpenAI's own usage-only chunk
+        self.template: dict[str, Any] = {}
+
+    def observe(self, chunk: dict[str, Any], event: bytes) -> bytes:
+        """Note what ``chunk`` carries; returns the event bytes the client gets."""
+        choices = chunk.get("choices")
+        exchange = self.exchange
+        if choices and (exchange.first_content is None or exchange.first_reasoning is None):
+            delta = choices[0].get("delta") or {}
+            if exchange.first_reasoning is None and delta.get("reasoning_content"):
+                exchange.first_reasoning = exchange.since_start()
+            if exchange.first_content is None and (delta.get("content") or delta.get("tool_calls")):
+                exchange.first_content = exchange.since_start()
+        usage = chunk.get("usage")
+        if not usage:
+            return event
+        self.usage = exchange.usage = usage
+        if not choices:
+            self.usage_sent = True
+            return event
+        if not self.include_usage:
+            return event  # the upstream's own shape, unchanged
+        # OpenAI's shape: usage only on a final chunk with empty choices (sent before [DONE]).
+        self.template = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        return frame(orjson.dumps({k: v for k, v in chunk.items() if k != "usage"}))[:-2]
+
+    def usage_chunk(self) -> bytes | None:
+        if not self.include_usage or self.usage_sent or self.usage is None:
+            return None
+        return frame(orjson.dumps({**self.template, "choices": [], "usage": self.usage}))
+
+
+async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
+                    exchange: Exchange, *, include_usage: bool, max_event_bytes: int) -> None:
+    exchange.status = 200
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+    state = _StreamState(exchange, include_usage)
+    splitter = EventSplitter(max_event_bytes)
+    done = False
+    try:
+        with mapped_errors(provider):
+            async for chunk in response.content.iter_any():
+                if exchange.ttfb is None:
+                    exchange.ttfb = exchange.since_start()
+                out = []
+                for event in splitter.feed(chunk):
+                    data = data_of(event)
+                    if data is None:  # a comment such as ": keep-alive", or a field-only event
+                        out.append(event + b"\n\n")
+                    elif data == DONE:
+                        usage = state.usage_chunk()
+                        out.extend((usage, _DONE_EVENT) if usage else (_DONE_EVENT,))
+                        done = True
+                        break
+                    else:
+                        out.append(_relayed(data, event, state, provider) + b"\n\n")
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                if done:
+                    break
+        if not done:
+            raise UpstreamUnavailable(f"{provider.name} ended the stream before [DONE]")
+    except EventTooLarge as exc:
+        await _end_with_error(send, exchange, UpstreamUnavailable(f"{provider.name}: {exc}"))
+    except GatewayError as exc:
+        await _end_with_error(send, exchange, exc)
+    else:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider) -> bytes:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailable(f"{provider.name} sent an event that is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamUnavailable(f"{provider.name} sent an event that is not a JSON object")
+    if "error" in chunk:
+        message, code = said_in(chunk)
+        raise UpstreamUnavailable(f"{provider.name}: {message}", code=code)
+    return state.observe(chunk, event)
+
+
+async def _end_with_error(send: Send, exchange: Exchange, error: GatewayError) -> None:
+    exchange.error_code = error.code
+    await send({"type": "http.response.body", "body": frame(error.body()), "more_body": False})

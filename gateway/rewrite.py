@@ -1,0 +1,66 @@
+"""A request into one upstream's dialect: the body the upstream is sent, serialised once.
+
+What changes (issue 4, "Rewrite" and "Decisions"): ``model`` becomes the upstream's model;
+``stream`` is always sent explicitly; ``max_completion_tokens`` becomes ``max_tokens``; a string
+``stop`` becomes a one-item list where the page types it as an array; the thinking forms become the
+upstream's own; ``developer`` becomes ``system`` where no page documents it; text parts are joined
+with "\\n" for string-only upstreams; ``content: null`` becomes "". Everything else, including
+``reasoning_content`` on assistant messages, goes through untouched. Anything dropped or changed in
+meaning is returned so the client can be told (``x-gateway-dropped``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from . import thinking
+from .profiles import Profile
+from .thinking import Intent
+
+# Fields that would point the gateway somewhere else or carry a credential: never honoured, never
+# forwarded (the SSRF that leaked LiteLLM's and Portkey's keys: issue 4, point 9).
+CONTROL_FIELDS = ("api_base", "base_url", "api_key", "api_version", "extra_headers", "custom_llm_provider")
+
+
+def _message(message: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """The message as the upstream takes it; the same object when nothing changes."""
+    role = message["role"]
+    content = message.get("content", "")
+    new_role = "system" if role == "developer" and not profile.developer_role else role
+    if content is None:
+        new_content: Any = ""
+    elif isinstance(content, list) and profile.limits.content_string_only:
+        new_content = "\n".join(part.get("text", "") for part in content)  # validate.py let only text through
+    else:
+        new_content = content
+    if new_role is role and new_content is content:
+        return message
+    return {**message, "role": new_role, "content": new_content}
+
+
+def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
+            stream: bool) -> tuple[bytes, list[str]]:
+    out = dict(body)
+    dropped = [name for name in CONTROL_FIELDS if out.pop(name, None) is not None]
+    out["model"] = model
+    out["stream"] = stream
+    max_completion = out.pop("max_completion_tokens", None)
+    if max_completion is not None:
+        out["max_tokens"] = max_completion
+    if isinstance(out.get("stop"), str) and profile.stop_as_list:
+        out["stop"] = [out["stop"]]
+    if not profile.stream_options:
+        out.pop("stream_options", None)  # the relay honours include_usage itself
+    if not profile.thinking.passthrough:
+        for name in thinking.FIELDS:
+            out.pop(name, None)
+        fields, lost = thinking.render(intent, profile.thinking, body)
+        out.update(fields)
+        dropped += lost
+    messages = body["messages"]
+    rewritten = [_message(m, profile) for m in messages]
+    if any(new is not old for new, old in zip(rewritten, messages)):
+        out["messages"] = rewritten
+    return orjson.dumps(out), dropped

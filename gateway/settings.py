@@ -1,0 +1,38 @@
+"""Process settings, from GATEWAY_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    config: str = "config/gateway.yaml"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: comma-separated keys clients send as ``Authorization: Bearer``
+    api_keys: str = ""
+    #: the key for /admin/*; none: the admin endpoints are off
+    admin_key: str = ""
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: one upstream SSE event larger than this ends the stream with an error (issue 4, point 9)
+    max_event_bytes: int = 1024 * 1024
+    metrics_port: int | None = None
+    log_level: str = "info"
+    log_bodies: bool = False
+
+    @property
+    def client_keys(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
