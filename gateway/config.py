@@ -4,9 +4,9 @@ Format (issue 4)::
 
     providers:
       NAME:
-        profile: siliconflow          # built-in profile; defaults to NAME when that is one
-        base_url: https://api.siliconflow.cn/v1
-        api_key: ${SILICONFLOW_API_KEY}
+        profile: PROFILE              # built-in profile; defaults to NAME when that is one
+        base_url: https://api.example.com/v1
+        api_key: ${EXAMPLE_API_KEY}
         limits: {stop_max: 2}         # optional: overrides the profile's limits
         thinking: zhipu               # optional: overrides the profile's thinking dialect
         timeout: {connect: 10, read: 300}

@@ -1,7 +1,7 @@
 """The client's thinking forms -> one intent -> the upstream's own form.
 
-Clients ask for thinking in three ways: ``thinking: {"type": ...}`` (Zhipu), ``enable_thinking`` +
-``thinking_budget`` (SiliconFlow), and OpenAI's ``reasoning_effort``. They are read into one
+Clients ask for thinking in three ways: ``thinking: {"type": ...}``, ``enable_thinking`` +
+``thinking_budget``, and OpenAI's ``reasoning_effort``. They are read into one
 :class:`Intent`; a profile's :class:`ThinkingDialect` (profiles/thinking.yaml) says how that intent
 is written for its upstream. Forms that disagree are a client error (issue 4, "Decisions").
 """

@@ -1,0 +1,122 @@
+"""gateway.yaml: the shipped files load, and every mistake stops start-up naming file, key, problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = """
+providers:
+  sf:
+    profile: siliconflow
+    base_url: http://127.0.0.1:1/v1
+    api_key: ${TEST_SF_KEY}
+  pt:
+    profile: powertokens
+    base_url: http://127.0.0.1:1/v1
+    api_key: literal-key
+models:
+  a:
+    - {provider: sf, model: m1}
+    - {provider: pt, model: m2}
+  only-sf:
+    - {provider: sf, model: m1}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(ROOT / "config" / "gateway.yaml")
+    assert {p.profile.name for p in config.providers.values()} == {
+        "powertokens", "token360", "siliconflow", "toapis", "maxtoken"}
+    assert load(ROOT / "config" / "demo.yaml").models
+
+
+def test_unset_key_variable_disables_the_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_SF_KEY", raising=False)
+    config = load(write(tmp_path, GOOD))
+    assert not config.providers["sf"].enabled and config.providers["pt"].api_key == "literal-key"
+    assert config.warnings() == ["provider sf is disabled: set TEST_SF_KEY to enable it"]
+    monkeypatch.setenv("TEST_SF_KEY", "sk-sf")
+    assert load(write(tmp_path, GOOD)).providers["sf"].api_key == "sk-sf"
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ("providers: [\n", "(yaml)", "while parsing"),
+    (GOOD.replace("profile: siliconflow", "profile: nosuch"), "providers.sf.profile", "unknown profile 'nosuch'"),
+    (GOOD.replace("{provider: pt, model: m2}", "{provider: ghost, model: m2}"), "models.a[1].provider",
+     "unknown provider 'ghost'"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    limits: {temperature: hot}"),
+     "providers.pt.limits.temperature", "expected a range"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    limits: {stop_max: 1.5}"),
+     "providers.pt.limits.stop_max", "expected a non-negative integer"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    limits: {colour: 3}"),
+     "providers.pt.limits.colour", "unknown limit"),
+    (GOOD.replace("base_url: http://127.0.0.1:1/v1\n    api_key: literal-key",
+                  "base_url: ${TEST_UNSET_URL}\n    api_key: literal-key"),
+     "providers.pt.base_url", "environment variable TEST_UNSET_URL is not set"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {read: -1}"),
+     "providers.pt.timeout.read", "positive number"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    thinking: telepathy"),
+     "providers.pt.thinking", "unknown thinking dialect"),
+    (GOOD.replace("http://127.0.0.1:1/v1\n    api_key: literal-key", "ftp://x/v1\n    api_key: literal-key"),
+     "providers.pt.base_url", "expected an http(s) URL"),
+    ("providers: {}\nmodels: {}\n", "models", "no model aliases"),
+])
+def test_config_errors_name_file_key_and_problem(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert problem in message
+
+
+def test_overrides_keep_the_profile_and_cite_the_config(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("api_key: literal-key", "api_key: literal-key\n    limits: {stop_max: 3}\n"
+                                        "    thinking: siliconflow"))
+    profile = load(path).providers["pt"].profile
+    assert profile.limits.stop_max == 3 and profile.limits.temperature == (0, 1)
+    assert profile.limits.docs["stop_max"] == "providers.pt.limits.stop_max"
+    assert profile.thinking.budget_field == "thinking_budget"
+
+
+def gateway_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=30,
+                          cwd=ROOT, env=env)
+
+
+def test_check_prints_the_table_and_the_disabled_providers(tmp_path: Path) -> None:
+    result = gateway_cli("check", "--config", str(write(tmp_path, GOOD)), env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "sf " in result.stdout and "DISABLED (set TEST_SF_KEY)" in result.stdout
+    assert "only-sf" in result.stdout and "no enabled route: answers 503" in result.stdout
+    assert "a                -> sf:m1 (disabled), pt:m2" in result.stdout
+    assert "warning: provider sf is disabled: set TEST_SF_KEY" in result.stderr
+
+
+def test_check_and_serve_stop_on_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("profile: siliconflow", "profile: nosuch"))
+    for command in (["check"], ["serve", "--port", "1"]):
+        result = gateway_cli(*command, "--config", str(path))
+        assert result.returncode != 0
+        assert f"config error: {path}: providers.sf.profile: unknown profile 'nosuch'" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_public_address_without_client_keys(tmp_path: Path) -> None:
+    result = gateway_cli("serve", "--config", str(write(tmp_path, GOOD)), "--host", "0.0.0.0", "--port", "1",
+                         env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0
+    assert "refusing to serve on 0.0.0.0 without client keys" in result.stderr
