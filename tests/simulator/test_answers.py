@@ -220,7 +220,7 @@ def test_maxtoken_content_policy(sim_url: str, web: httpx.Client) -> None:
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_auth(sim_url: str, web: httpx.Client, provider: str) -> None:
     url = f"{sim_url}/{provider}/v1/chat/completions"
-    for headers in ({}, {"authorization": ""}, {"authorization": "Bearer "}, {"authorization": "Basic abc"}):
+    for headers in ({}, {"authorization": ""}, {"authorization": "Bearer"}, {"authorization": "Basic abc"}):
         response = web.post(url, json=body(provider), headers=headers)
         assert response.status_code == 401, headers
         error_message(provider, response.json())

@@ -1,0 +1,204 @@
+"""Knobs (headers, controls, instance defaults), the control endpoints and the request log."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.simulator import create_app
+from tests.servers import serve
+
+from .util import AUTH, PROVIDERS, body, chat, chunks, deltas, error_message, sse_data
+
+
+def control(web: httpx.Client, url: str, **knobs: Any) -> None:
+    web.post(f"{url}/_sim/control", json=knobs).raise_for_status()
+
+
+def open_stream(web: httpx.Client, url: str, provider: str, headers: dict[str, str], **kw: Any) -> Any:
+    return web.stream(
+        "POST", f"{url}/{provider}/v1/chat/completions", json=body(provider, stream=True), headers={**AUTH, **headers}, **kw
+    )
+
+
+def test_ttfb(sim_url: str, web: httpx.Client) -> None:
+    start = time.monotonic()
+    assert chat(web, sim_url, "toapis", body("toapis"), {"x-sim-ttfb-ms": "300"}).status_code == 200
+    assert time.monotonic() - start >= 0.29
+    control(web, sim_url, ttfb_ms=200, provider="maxtoken")
+    start = time.monotonic()
+    chat(web, sim_url, "maxtoken", body("maxtoken"))
+    assert time.monotonic() - start >= 0.19
+    start = time.monotonic()
+    chat(web, sim_url, "toapis", body("toapis"))  # other provider: not delayed
+    assert time.monotonic() - start < 0.15
+
+
+def test_chunk_delay(sim_url: str, web: httpx.Client) -> None:
+    start = time.monotonic()
+    text = chat(web, sim_url, "toapis", body("toapis", stream=True), {"x-sim-chunk-delay-ms": "50", "x-sim-words": "3"}).text
+    events = sse_data(text)
+    assert len(events) == 1 + 3 + 1 + 1  # role, 3 words, final, [DONE]
+    assert time.monotonic() - start >= 0.05 * (len(events) - 1) - 0.01
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_words(sim_url: str, web: httpx.Client, provider: str) -> None:
+    data = chat(web, sim_url, provider, body(provider), {"x-sim-words": "5"}).json()
+    assert data["choices"][0]["message"]["content"] == "w0 w1 w2 w3 w4"
+    assert data["usage"]["completion_tokens"] == 5
+    text = chat(web, sim_url, provider, body(provider, stream=True), {"x-sim-words": "5"}).text
+    assert deltas(text, "content")[1:] == ["w0", " w1", " w2", " w3", " w4"]
+    assert chat(web, sim_url, provider, body(provider), {"x-sim-words": "0"}).json()["choices"][0]["message"]["content"] == ""
+
+
+def test_status_count_and_retry_after(sim_url: str, web: httpx.Client) -> None:
+    control(web, sim_url, provider="toapis", status=429, count=2)
+    first, second, third = (chat(web, sim_url, "toapis", body("toapis")) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [429, 429, 200]
+    assert first.headers["retry-after"] == "1"
+    assert first.json()["error"]["type"] == "rate_limit_error"
+    assert chat(web, sim_url, "maxtoken", body("maxtoken")).status_code == 200  # other provider untouched
+    control(web, sim_url, status=429, retry_after=7, count=1)
+    assert chat(web, sim_url, "siliconflow", body("siliconflow")).headers["retry-after"] == "7"
+    response = chat(web, sim_url, "token360", body("token360"), {"x-sim-status": "429", "x-sim-retry-after": "3"})
+    assert (response.status_code, response.headers["retry-after"]) == (429, "3")
+    assert "retry-after" not in chat(web, sim_url, "toapis", body("toapis"), {"x-sim-status": "500"}).headers
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("status", [401, 403, 429, 500, 503])
+def test_status_in_provider_shape(sim_url: str, web: httpx.Client, provider: str, status: int) -> None:
+    for stream in (False, True):
+        response = chat(web, sim_url, provider, body(provider, stream=stream), {"x-sim-status": str(status)})
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        message = error_message(provider, response.json())
+    if provider == "maxtoken" and status == 403:  # maxtoken.txt:162
+        assert "permission" in message and "insufficient balance" in message
+    if provider == "maxtoken":
+        assert response.json()["error"]["code"] == status
+
+
+def test_status_after_validation(sim_url: str, web: httpx.Client) -> None:
+    response = chat(web, sim_url, "toapis", body("toapis", temperature=7), {"x-sim-status": "503"})
+    assert response.status_code == 400
+
+
+def test_controls_stack_and_header_wins(sim_url: str, web: httpx.Client) -> None:
+    control(web, sim_url, words=2)
+    control(web, sim_url, words=4, provider="toapis", count=1)
+
+    def content(provider: str, headers: dict[str, str] | None = None) -> str:
+        return chat(web, sim_url, provider, body(provider), headers).json()["choices"][0]["message"]["content"]
+
+    assert content("toapis") == "w0 w1 w2 w3"  # newest matching control
+    assert content("toapis") == "w0 w1"  # count used up: back to the older one
+    assert content("maxtoken", {"x-sim-words": "1"}) == "w0"  # header beats controls
+    control(web, sim_url, words=None)  # null leaves the knob to older layers
+    assert content("maxtoken") == "w0 w1"
+    web.post(f"{sim_url}/_sim/reset").raise_for_status()
+    assert content("maxtoken") == "Echo: hello there"
+
+
+def test_bad_knobs(sim_url: str, web: httpx.Client) -> None:
+    for bad in ({"nope": 1}, {"words": -1}, {"status": 200}, {"provider": "openai"}, {"count": 0}, {"keepalive": "maybe"}):
+        response = web.post(f"{sim_url}/_sim/control", json=bad)
+        assert response.status_code == 400 and "sim_error" in response.json(), bad
+    assert web.post(f"{sim_url}/_sim/control", content=b"{").status_code == 400
+    response = chat(web, sim_url, "toapis", body("toapis"), {"x-sim-words": "many"})
+    assert response.status_code == 400 and "sim_error" in response.json()
+
+
+def test_reset_after(sim_url: str, web: httpx.Client) -> None:
+    received: list[str] = []
+    with pytest.raises(httpx.RemoteProtocolError):
+        with open_stream(web, sim_url, "siliconflow", {"x-sim-reset-after": "3"}) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+    assert len(received) == 3 and all(json.loads(line[6:]) for line in received)
+    # K past the end: every chunk arrives, then the reset comes instead of [DONE]
+    with pytest.raises(httpx.RemoteProtocolError):
+        with open_stream(web, sim_url, "toapis", {"x-sim-reset-after": "999"}) as response:
+            lines = [line for line in response.iter_lines() if line]
+    assert web.get(f"{sim_url}/_sim/health").json() == {"ok": True}
+
+
+def test_stall_after(sim_url: str, web: httpx.Client) -> None:
+    received: list[str] = []
+    start = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        with open_stream(web, sim_url, "maxtoken", {"x-sim-stall-after": "2"}, timeout=httpx.Timeout(5, read=0.5)) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+    assert len(received) == 2 and time.monotonic() - start < 3
+    assert web.get(f"{sim_url}/_sim/health").status_code == 200
+
+
+def test_malformed_after(sim_url: str, web: httpx.Client) -> None:
+    text = chat(web, sim_url, "token360", body("token360", "a b", stream=True), {"x-sim-malformed-after": "2"}).text
+    data = sse_data(text)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(data[2])
+    rest = data[:2] + data[3:]
+    assert rest[-1] == "[DONE]" and all(json.loads(d) for d in rest[:-1])
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in map(json.loads, rest[:-1])) == "Echo: a b"
+
+
+def test_split_writes_are_seen_as_partial_reads(sim_url: str, web: httpx.Client) -> None:
+    whole = chat(web, sim_url, "toapis", body("toapis", stream=True)).text
+    with open_stream(web, sim_url, "toapis", {"x-sim-split-writes": "true"}) as response:
+        reads = [piece for piece in response.iter_raw() if piece]
+    text = b"".join(reads).decode()
+    assert [json.loads(d)["choices"] for d in sse_data(text)[:-1]] == [json.loads(d)["choices"] for d in sse_data(whole)[:-1]]
+    partial = [r for r in reads if not r.endswith(b"\n\n")]
+    assert len(reads) >= 2 * len(sse_data(text)) and len(partial) >= len(sse_data(text))
+
+
+def test_keepalive(sim_url: str, web: httpx.Client) -> None:
+    text = chat(web, sim_url, "powertokens", body("powertokens", "a", stream=True), {"x-sim-keepalive": "1"}).text
+    blocks = [b for b in text.split("\n\n") if b]
+    assert blocks[0] == ": keep-alive"
+    assert blocks[1::2] == [f"data: {d}" for d in sse_data(text)]
+    assert set(blocks[0::2]) == {": keep-alive"}
+    assert "".join(deltas(text, "content")) == "Echo: a"
+
+
+def test_requests_are_recorded(sim_url: str, web: httpx.Client) -> None:
+    chat(web, sim_url, "token360", body("token360", "hi"), {"X-Custom": "Yes"})
+    chat(web, sim_url, "maxtoken", b"{not json")
+    web.post(f"{sim_url}/nowhere/v1/x", content=b"raw")
+    seen = web.get(f"{sim_url}/_sim/requests").json()
+    assert [r["provider"] for r in seen] == ["token360", "maxtoken", "nowhere"]
+    first = seen[0]
+    assert first["path"] == "/token360/v1/chat/completions"
+    assert first["headers"]["x-custom"] == "Yes" and first["headers"]["authorization"] == AUTH["authorization"]
+    assert first["body"] == body("token360", "hi") and json.loads(first["raw"]) == first["body"]
+    assert seen[1]["body"] is None and seen[1]["raw"] == "{not json"
+    web.post(f"{sim_url}/_sim/reset").raise_for_status()
+    assert web.get(f"{sim_url}/_sim/requests").json() == []
+
+
+def test_request_log_is_bounded(sim_url: str, web: httpx.Client) -> None:
+    for i in range(1005):
+        web.post(f"{sim_url}/nowhere/{i}")
+    seen = web.get(f"{sim_url}/_sim/requests").json()
+    assert len(seen) == 1000 and seen[0]["path"] == "/nowhere/5" and seen[-1]["path"] == "/nowhere/1004"
+
+
+def test_instance_defaults() -> None:
+    with serve(create_app(words=2, split_writes=True, ttfb_ms=100, chunk_delay_ms=10)) as url, httpx.Client() as c:
+        start = time.monotonic()
+        text = chat(c, url, "toapis", body("toapis", stream=True)).text
+        assert time.monotonic() - start >= 0.1
+        assert "".join(deltas(text, "content")) == "w0 w1"
+        assert len(chunks(text)) == 4
+        plain = chat(c, url, "toapis", body("toapis"), {"x-sim-words": "1", "x-sim-ttfb-ms": "0"}).json()
+        assert plain["choices"][0]["message"]["content"] == "w0"

@@ -1,0 +1,201 @@
+"""When things go wrong: upstream errors in the OpenAI envelope, mid-stream failures as an error
+event (never a hang), failover, client disconnects, oversized bodies and events, redirects."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEYS, Simulator, config_text, start_gateway
+from tests.servers import free_port, serve
+from tests.upstreams import HugeEvent, Redirecting, SlowStream
+
+USER = {"role": "user", "content": "hi"}
+
+
+class Rig:
+    def __init__(self, url: str, redirect: Redirecting, slow: SlowStream) -> None:
+        self.url, self.redirect, self.slow = url, redirect, slow
+
+
+@pytest.fixture(scope="module")
+def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    redirect, slow = Redirecting(), SlowStream()
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve(app)) for name, app in
+                {"redirect": redirect, "huge": HugeEvent(1024 * 1024 + 10), "slow": slow}.items()}
+        extra = (
+            f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n    api_key: {UPSTREAM_KEYS['powertokens']}\n"
+            f"  down:\n    profile: openai\n    base_url: http://127.0.0.1:{free_port()}/v1\n    api_key: k\n"
+            f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n    api_key: {UPSTREAM_KEYS['toapis']}\n"
+            f"    timeout: {{read: 0.5}}\n"
+            + "".join(f"  {name}:\n    profile: openai\n    base_url: {url}/v1\n    api_key: k\n" for name, url in urls.items()))
+        models = (
+            "  glm-unchecked:\n    - {provider: unchecked, model: glm-4.7-flash}\n"
+            "  glm-down:\n    - {provider: down, model: m}\n"
+            "  glm-impatient:\n    - {provider: impatient, model: glm-5}\n"
+            "  glm-failover:\n    - {provider: down, model: m}\n    - {provider: toapis, model: glm-5}\n"
+            + "".join(f"  glm-{name}:\n    - {{provider: {name}, model: m}}\n" for name in urls))
+        path = tmp_path_factory.mktemp("rig") / "gateway.yaml"
+        path.write_text(config_text(sim.url, extra, models))
+        url = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=4096))
+        yield Rig(url, redirect, slow)
+
+
+@pytest.fixture
+def http(rig: Rig) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=rig.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=20) as c:
+        yield c
+
+
+def chat(http: httpx.Client, model: str, **extra: object) -> httpx.Response:
+    return http.post("/v1/chat/completions", json={"model": model, "messages": [USER], **extra})
+
+
+@pytest.mark.parametrize("status, expected, code", [(500, 502, "upstream_error"), (503, 502, "upstream_error"),
+                                                    (401, 502, "upstream_error"), (403, 502, "upstream_error")])
+@pytest.mark.parametrize("provider", ["powertokens", "siliconflow", "maxtoken"])
+def test_upstream_failures_are_bad_gateway(http: httpx.Client, sim: Simulator, provider: str, status: int,
+                                           expected: int, code: str) -> None:
+    sim.control(provider=provider, status=status, count=1)
+    response = chat(http, f"glm-{provider}")
+    assert response.status_code == expected
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"].startswith(provider)
+    assert response.headers["x-gateway-provider"] == provider
+
+
+@pytest.mark.parametrize("provider", ["token360", "toapis", "maxtoken"])
+def test_rate_limits_keep_retry_after(client_for_rig: openai.OpenAI, sim: Simulator, provider: str) -> None:
+    sim.control(provider=provider, status=429, retry_after=7, count=1)
+    with pytest.raises(openai.RateLimitError) as info:
+        client_for_rig.chat.completions.create(model=f"glm-{provider}", messages=[USER])
+    assert info.value.response.headers["retry-after"] == "7"
+    assert info.value.body["code"] == "rate_limited"
+
+
+@pytest.fixture
+def client_for_rig(rig: Rig) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{rig.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20) as c:
+        yield c
+
+
+def test_content_policy_is_a_400_content_filter(http: httpx.Client) -> None:
+    response = http.post("/v1/chat/completions", json={"model": "glm-maxtoken",
+                                                        "messages": [{"role": "user", "content": "[unsafe] x"}]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "content_filter"
+
+
+def test_an_upstream_validation_error_is_a_400_prefixed_with_the_provider(http: httpx.Client) -> None:
+    # the "openai" profile has no limits: the simulator, as the witness, rejects it
+    response = chat(http, "glm-unchecked", temperature=1.5)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "upstream_rejected" and error["message"].startswith("unchecked: ")
+    assert "temperature" in error["message"]
+
+
+def test_connect_failure_is_502_and_a_timeout_504(http: httpx.Client, sim: Simulator) -> None:
+    response = chat(http, "glm-down")
+    assert response.status_code == 502 and "could not be reached" in response.json()["error"]["message"]
+    sim.control(ttfb_ms=1500, count=1)
+    started = time.monotonic()
+    response = chat(http, "glm-impatient")
+    assert response.status_code == 504 and time.monotonic() - started < 1.4
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_a_failed_route_hands_over_to_the_next(http: httpx.Client, sim: Simulator) -> None:
+    response = chat(http, "glm-failover")
+    assert response.status_code == 200 and response.headers["x-gateway-provider"] == "toapis"
+    sim.control(provider="toapis", status=500, count=1)
+    response = chat(http, "glm-failover")
+    assert response.status_code == 502  # both failed: the last failure is reported
+
+
+def events_of(http: httpx.Client, model: str, **extra: object) -> list[bytes]:
+    with http.stream("POST", "/v1/chat/completions",
+                     json={"model": model, "messages": [USER], "stream": True, **extra}) as response:
+        assert response.status_code == 200
+        return [e for e in response.read().split(b"\n\n") if e]
+
+
+@pytest.mark.parametrize("knob, words", [({"reset_after": 3}, "broke off"), ({"malformed_after": 2}, "not JSON"),
+                                         ({"stall_after": 2}, "did not answer in time")])
+def test_a_stream_that_fails_midway_ends_with_an_error_event(http: httpx.Client, sim: Simulator, knob: dict,
+                                                             words: str) -> None:
+    sim.control(**knob, count=1)
+    started = time.monotonic()
+    events = events_of(http, "glm-impatient")
+    assert time.monotonic() - started < 5
+    last = orjson.loads(events[-1].removeprefix(b"data: "))
+    assert words in last["error"]["message"] and last["error"]["message"].startswith("impatient")
+    assert b"data: [DONE]" not in events
+
+
+def test_the_sdk_raises_on_a_mid_stream_error(client_for_rig: openai.OpenAI, sim: Simulator) -> None:
+    sim.control(reset_after=2, count=1)
+    stream = client_for_rig.chat.completions.create(model="glm-toapis", messages=[USER], stream=True)
+    with pytest.raises(openai.APIError, match="broke off"):
+        list(stream)
+
+
+def test_an_oversized_event_ends_the_stream_with_an_error(http: httpx.Client) -> None:
+    events = events_of(http, "glm-huge")
+    assert events[0].startswith(b'data: {"choices"')
+    assert b"larger than 1048576 bytes" in events[-1]
+
+
+def test_redirects_are_not_followed(http: httpx.Client, rig: Rig) -> None:
+    response = chat(http, "glm-redirect")
+    assert response.status_code == 502 and "redirects are not followed" in response.json()["error"]["message"]
+    assert rig.redirect.hits == 1
+
+
+def test_a_client_that_leaves_cancels_the_upstream_request(rig: Rig) -> None:
+    with httpx.Client(base_url=rig.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as http:
+        with http.stream("POST", "/v1/chat/completions",
+                         json={"model": "glm-slow", "messages": [USER], "stream": True}) as response:
+            next(response.iter_raw())
+    assert rig.slow.gone.wait(2), "the upstream never saw the gateway hang up"
+    assert rig.slow.events_sent < 20
+
+
+def test_bodies_over_the_limit_are_413_announced_or_chunked(http: httpx.Client, sim: Simulator) -> None:
+    big = {"model": "glm-toapis", "messages": [{"role": "user", "content": "x" * 5000}]}
+    assert http.post("/v1/chat/completions", json=big).status_code == 413
+    chunked = http.post("/v1/chat/completions", content=iter([orjson.dumps(big)[:3000], orjson.dumps(big)[3000:]]))
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+    assert sim.requests() == []
+
+
+def test_a_raw_socket_client_that_dies_mid_body_leaves_nothing_hanging(rig: Rig, sim: Simulator) -> None:
+    host, port = rig.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n"
+                     b"authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n\r\n{\"model\"")
+    assert chat(httpx.Client(base_url=rig.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}),
+                "glm-toapis").status_code == 200
+
+
+def test_no_key_or_traceback_in_responses_or_logs(http: httpx.Client, sim: Simulator,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    bodies = [chat(http, m).text for m in ("glm-down", "glm-redirect", "glm-unchecked")]
+    sim.control(status=401, count=1)
+    bodies.append(chat(http, "glm-token360").text)
+    bodies.append(http.post("/v1/chat/completions", content=b"{oops").text)
+    seen = "\n".join(bodies) + caplog.text
+    for secret in (*UPSTREAM_KEYS.values(), CLIENT_KEY):
+        assert secret not in seen
+    assert "Traceback" not in seen

@@ -1,0 +1,77 @@
+"""Small misbehaving upstreams the simulators do not cover: a redirect, an oversized SSE event, and
+a slow stream that notices when the gateway hangs up on it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+
+async def _drain(receive: Any) -> None:
+    while (await receive()).get("more_body"):
+        pass
+
+
+class Redirecting:
+    def __init__(self) -> None:
+        self.hits = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await _drain(receive)
+        self.hits += 1
+        await send({"type": "http.response.start", "status": 307,
+                    "headers": [(b"location", b"http://127.0.0.1:9/v1/chat/completions")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class HugeEvent:
+    """One normal event, then a single event of ``size`` bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await _drain(receive)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'})
+        filler = b"x" * self.size
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": b'data: {"choices":[{"index":0,"delta":{"content":"' + filler + b'"}}]}\n\n'})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+class SlowStream:
+    """Streams an event every 50 ms for up to 10 s; records when its client went away."""
+
+    def __init__(self) -> None:
+        self.gone = threading.Event()
+        self.events_sent = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await _drain(receive)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.gone.set()
+
+        watcher = asyncio.create_task(watch())
+        for _ in range(200):
+            if self.gone.is_set():
+                break
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b'data: {"choices":[{"index":0,"delta":{"content":"w "}}]}\n\n'})
+            self.events_sent += 1
+            await asyncio.sleep(0.05)
+        watcher.cancel()
