@@ -1,12 +1,13 @@
-"""One JSON line per request on stdout: who asked for what, where it went, how it ended.
-
-Never a key, and never a message body unless ``GATEWAY_LOG_BODIES=true``.
+"""One JSON line per request, and one per upstream attempt, on stdout: who asked for what, where
+it went, how it ended. Never a key, and never a message body (``GATEWAY_LOG_BODIES=true`` adds
+the request body the upstream was sent, for debugging).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import orjson
 
@@ -20,14 +21,17 @@ def _ms(seconds: float | None) -> float | None:
 
 
 class AccessLog:
-    def __init__(self, *, log_bodies: bool = False) -> None:
-        self.log_bodies = log_bodies
+    def event(self, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        logger.log(level, orjson.dumps({"event": name, **fields}).decode())
 
     def request(self, exchange: Exchange) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
+        for number, (provider, outcome) in enumerate(exchange.attempt_log, start=1):
+            logger.info(orjson.dumps({"event": "attempt", "request_id": exchange.request_id, "attempt": number,
+                                      "provider": provider, "outcome": outcome}).decode())
         usage = exchange.usage or {}
-        line = {
+        line: dict[str, Any] = {
             "event": "request", "request_id": exchange.request_id, "model": exchange.alias,
             "provider": exchange.provider, "upstream_model": exchange.upstream_model, "stream": exchange.stream,
             "status": exchange.status, "error": exchange.error_code, "attempts": exchange.attempts,
@@ -36,6 +40,10 @@ class AccessLog:
         }
         if exchange.dropped:
             line["dropped"] = exchange.dropped
+        if exchange.rejections:
+            line["skipped"] = [f"{p}:{param}" for p, param in exchange.rejections]
+        if exchange.body is not None:
+            line["body"] = exchange.body.decode("utf-8", "replace")
         logger.info(orjson.dumps(line).decode())
 
 

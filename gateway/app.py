@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,32 +14,60 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from . import config as config_file
 from .accesslog import AccessLog
 from .auth import ClientAuth
+from .config import Config, ConfigError
 from .errors import GatewayError, InvalidRequest, ModelNotFound
 from .exchange import Exchange
 from .handler import ChatCompletions
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics, exposition
 from .routing import Router
-from .settings import Settings
+from .settings import SUPERVISED, Settings
 from .upstream import Upstream
 
 
-class Gateway:
-    """The process's state: settings, the routing table in force, and the upstream pool."""
 
-    def __init__(self, settings: Settings, router: Router) -> None:
+
+class Gateway:
+    """The process's state: settings, the routing table in force, the upstream pool, and what
+    hears about each request (metrics, access log)."""
+
+    def __init__(self, settings: Settings, config: Config) -> None:
         self.settings = settings
-        self.router = router
-        self.loaded_at = int(time.time())
         self.upstream = Upstream()
-        self.access_log = AccessLog(log_bodies=settings.log_bodies)
+        self.access_log = AccessLog()
+        self.metrics = Metrics()
+        self._use(config)
+
+    def _use(self, config: Config) -> None:
+        self.router = Router(config)  # requests in flight keep the router they started with
+        self.loaded_at = int(time.time())
+        self.metrics.configure(config.models, {p.name: p.enabled for p in config.providers.values()})
+
+    def reload(self) -> str | None:
+        """Re-read the config file; an invalid one is refused and the old table keeps serving.
+        Returns the problem, or None when the new table is in force."""
+        try:
+            config = config_file.load(self.settings.config)
+        except ConfigError as exc:
+            self.access_log.event("reload_rejected", level=logging.WARNING, error=str(exc))
+            return str(exc)
+        self._use(config)
+        self.access_log.event("reloaded", config=config.path, models=len(config.models),
+                              disabled=[p.name for p in config.providers.values() if not p.enabled])
+        return None
+
+    def started(self) -> None:
+        self.metrics.started()
 
     def finished(self, exchange: Exchange) -> None:
+        self.metrics.finished(exchange)
         self.access_log.request(exchange)
 
 
@@ -44,20 +77,26 @@ def _error_response(error: GatewayError) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    gateway = Gateway(settings, Router(config_file.load(settings.config)))
+    gateway = Gateway(settings, config_file.load(settings.config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.upstream.start()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests): no signals
+            loop.add_signal_handler(signal.SIGHUP, gateway.reload)
         try:
             yield
         finally:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
             await gateway.upstream.close()
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
     chat = ChatCompletions(lambda: gateway.router, gateway.upstream, max_body_bytes=settings.max_body_bytes,
-                           max_event_bytes=settings.max_event_bytes, finished=gateway.finished)
+                           max_event_bytes=settings.max_event_bytes, observer=gateway,
+                           keep_bodies=settings.log_bodies)
     # A raw ASGI endpoint: no request object or validation layer between the socket and the handler.
     app.router.routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
 
@@ -83,6 +122,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ready = gateway.upstream.ready
         return JSONResponse({"status": "ready" if ready else "starting", "models": len(gateway.router.aliases)},
                             status_code=200 if ready else 503)
+
+    if settings.metrics_port is None:  # else served on its own port by the CLI
+        @app.get("/metrics")
+        async def metrics_page() -> Response:
+            return Response(exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    @app.post("/admin/reload")
+    async def admin_reload() -> JSONResponse:
+        problem = gateway.reload()
+        if problem is not None:
+            return _error_response(InvalidRequest(f"reload refused, the old table keeps serving: {problem}",
+                                                  code="invalid_config"))
+        if os.environ.get(SUPERVISED):
+            os.kill(os.getppid(), signal.SIGHUP)  # the supervisor replaces every worker, one by one
+        return JSONResponse({"status": "reloaded", "models": gateway.router.aliases})
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from . import accesslog
+from .accesslog import AccessLog
 from .config import Config, ConfigError, load
-from .settings import Settings, is_loopback
+from .settings import SUPERVISED, Settings, is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
@@ -51,6 +55,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings()
 
 
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, refusing a SIGHUP reload whose config does not load: the
+    workers it would start could not serve, and the old ones keep the old table."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], settings_path: str) -> None:
+        super().__init__(config, sockets)
+        self._settings_path = settings_path
+
+    def handle_hup(self) -> None:
+        try:
+            load(self._settings_path)
+        except ConfigError as exc:
+            AccessLog().event("reload_rejected", level=logging.WARNING, error=str(exc))
+            return
+        super().handle_hup()
+
+
 def serve(args: argparse.Namespace) -> None:
     settings = _settings(args)
     config = _load_or_exit(settings.config)
@@ -60,9 +81,21 @@ def serve(args: argparse.Namespace) -> None:
     accesslog.configure(settings.log_level)
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    uvicorn.run("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=args.workers, loop="uvloop", http="httptools", log_level=settings.log_level.lower(),
-                access_log=False, timeout_graceful_shutdown=30)
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # every worker writes its metrics here and /metrics sums them (set before any import of them)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    if settings.metrics_port is not None:
+        from .metrics import serve_separately
+        serve_separately(settings.metrics_port, settings.host)
+    server_config = uvicorn.Config("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
+                                   workers=args.workers, loop="uvloop", http="httptools",
+                                   log_level=settings.log_level.lower(), access_log=False,
+                                   timeout_graceful_shutdown=30)
+    if args.workers > 1:
+        os.environ[SUPERVISED] = "1"
+        _Supervisor(server_config, [server_config.bind_socket()], settings.config).run()
+    else:
+        uvicorn.Server(server_config).run()
 
 
 def check(args: argparse.Namespace) -> None:

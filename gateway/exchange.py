@@ -23,6 +23,9 @@ class Exchange:
     first_content: float | None = None  # seconds from start to the first content delta
     usage: dict[str, Any] | None = None
     dropped: list[str] = field(default_factory=list)
+    attempt_log: list[tuple[str, str]] = field(default_factory=list)  # (provider, "ok" or error code)
+    rejections: list[tuple[str, str]] = field(default_factory=list)  # (provider, param) of skipped routes
+    body: bytes | None = None  # what the upstream was sent, kept only with GATEWAY_LOG_BODIES=true
 
     def since_start(self) -> float:
         return time.perf_counter() - self.started

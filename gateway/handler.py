@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import request as request_body
 from .errors import GatewayError, InvalidRequest, PayloadTooLarge, UpstreamError
@@ -25,23 +25,32 @@ from .upstream import Upstream, passed_back
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Finished = Callable[[Exchange], None]
+
+
+class Observer(Protocol):
+    """Who hears about each request: the metrics and the access log."""
+
+    def started(self) -> None: ...
+
+    def finished(self, exchange: Exchange) -> None: ...
 
 
 class ChatCompletions:
     def __init__(self, router: Callable[[], Router], upstream: Upstream, *, max_body_bytes: int,
-                 max_event_bytes: int, finished: Finished) -> None:
+                 max_event_bytes: int, observer: Observer, keep_bodies: bool = False) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
         self._max_body = max_body_bytes
         self._max_event = max_event_bytes
-        self._finished = finished
+        self._observer = observer
+        self._keep_bodies = keep_bodies
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
         exchange = Exchange(request_id=request_id)
         id_header = (b"x-request-id", request_id.encode())
         watcher = _DisconnectWatcher(receive)
+        self._observer.started()
         try:
             raw = await _read_body(scope, receive, self._max_body)
             watcher.start()
@@ -56,7 +65,7 @@ class ChatCompletions:
             exchange.status = 499  # the client went away; the upstream request was cancelled with it
         finally:
             watcher.stop()
-            self._finished(exchange)
+            self._observer.finished(exchange)
 
     async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
         body = request_body.parse(raw)
@@ -66,12 +75,14 @@ class ChatCompletions:
         intent = read_intent(body)
         stream = request_body.wants_stream(body)
         exchange.stream = stream
-        eligible = router.eligible(routes, body, intent)
+        eligible = router.eligible(routes, body, intent, exchange.rejections)
         for attempt, route in enumerate(eligible, start=1):
             provider, profile = route.provider, route.provider.profile
             exchange.attempts, exchange.provider, exchange.upstream_model = attempt, provider.name, route.model
             upstream_body, dropped = rewrite(body, intent, profile, route.model, stream)
             exchange.dropped = dropped
+            if self._keep_bodies:
+                exchange.body = upstream_body
             try:
                 async with self._upstream.post(provider, upstream_body, stream=stream,
                                                request_id=exchange.request_id) as response:
@@ -80,13 +91,16 @@ class ChatCompletions:
                         headers.append((b"x-gateway-dropped", ",".join(dropped).encode()))
                     headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
                     if stream:
-                        await relay_sse(response, send, headers, provider, exchange,
-                                        include_usage=request_body.wants_usage(body),
+                        wants_usage = request_body.wants_usage(body)
+                        await relay_sse(response, send, headers, provider, exchange, include_usage=wants_usage,
+                                        strip_usage=profile.stream_options and not wants_usage,
                                         max_event_bytes=self._max_event)
                     else:
                         await relay_json(response, send, headers, provider, exchange)
-                    return
+                exchange.attempt_log.append((provider.name, exchange.error_code or "ok"))
+                return
             except UpstreamError as exc:
+                exchange.attempt_log.append((provider.name, exc.code or "upstream_error"))
                 if exchange.status or not exc.retryable or attempt == len(eligible):
                     exc.headers.setdefault("x-gateway-provider", provider.name)
                     raise

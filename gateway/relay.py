@@ -48,17 +48,18 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
 class _StreamState:
     """What the relay learns from the events it passes on."""
 
-    __slots__ = ("exchange", "include_usage", "usage", "usage_sent", "template")
+    __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template")
 
-    def __init__(self, exchange: Exchange, include_usage: bool) -> None:
+    def __init__(self, exchange: Exchange, include_usage: bool, strip_usage: bool) -> None:
         self.exchange = exchange
         self.include_usage = include_usage
+        self.strip_usage = strip_usage  # the gateway asked for usage itself: the client never sees it
         self.usage: dict[str, Any] | None = None
         self.usage_sent = False  # the upstream sent OpenAI's own usage-only chunk
         self.template: dict[str, Any] = {}
 
-    def observe(self, chunk: dict[str, Any], event: bytes) -> bytes:
-        """Note what ``chunk`` carries; returns the event bytes the client gets."""
+    def observe(self, chunk: dict[str, Any], event: bytes) -> bytes | None:
+        """Note what ``chunk`` carries; returns the event bytes the client gets (None: nothing)."""
         choices = chunk.get("choices")
         exchange = self.exchange
         if choices and (exchange.first_content is None or exchange.first_reasoning is None):
@@ -73,7 +74,7 @@ class _StreamState:
         self.usage = exchange.usage = usage
         if not choices:
             self.usage_sent = True
-            return event
+            return None if self.strip_usage else event
         if not self.include_usage:
             return event  # the upstream's own shape, unchanged
         # OpenAI's shape: usage only on a final chunk with empty choices (sent before [DONE]).
@@ -87,10 +88,10 @@ class _StreamState:
 
 
 async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
-                    exchange: Exchange, *, include_usage: bool, max_event_bytes: int) -> None:
+                    exchange: Exchange, *, include_usage: bool, strip_usage: bool, max_event_bytes: int) -> None:
     exchange.status = 200
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
-    state = _StreamState(exchange, include_usage)
+    state = _StreamState(exchange, include_usage, strip_usage)
     splitter = EventSplitter(max_event_bytes)
     done = False
     try:
@@ -109,7 +110,9 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
                         done = True
                         break
                     else:
-                        out.append(_relayed(data, event, state, provider) + b"\n\n")
+                        relayed = _relayed(data, event, state, provider)
+                        if relayed is not None:
+                            out.append(relayed + b"\n\n")
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
                 if done:
@@ -124,7 +127,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider) -> bytes:
+def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider) -> bytes | None:
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:

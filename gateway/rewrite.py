@@ -53,6 +53,9 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
         out["stop"] = [out["stop"]]
     if not profile.stream_options:
         out.pop("stream_options", None)  # the relay honours include_usage itself
+    elif stream:
+        # usage feeds the token metrics; the relay strips the extra chunk if the client did not ask
+        out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
     if not profile.thinking.passthrough:
         for name in thinking.FIELDS:
             out.pop(name, None)

@@ -32,8 +32,10 @@ class Router:
                                    f"and restart or reload the gateway")
         return routes
 
-    def eligible(self, routes: tuple[Route, ...], body: dict[str, Any], intent: Intent) -> list[Route]:
-        """The routes whose documented limits the request keeps; a 400 naming the first breach if none."""
+    def eligible(self, routes: tuple[Route, ...], body: dict[str, Any], intent: Intent,
+                 skipped: list[tuple[str, str]]) -> list[Route]:
+        """The routes whose documented limits the request keeps; a 400 naming the first breach if none.
+        Each route skipped is added to ``skipped`` as (provider, param)."""
         taken: list[Route] = []
         rejected: list[tuple[Route, Rejection]] = []
         for route in routes:
@@ -42,6 +44,7 @@ class Router:
                 taken.append(route)
             else:
                 rejected.append((route, rejection))
+                skipped.append((route.provider.name, rejection.param))
         if taken:
             return taken
         first_route, first = rejected[0]

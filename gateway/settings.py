@@ -6,6 +6,10 @@ import ipaddress
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: set by the CLI for worker processes under its supervisor (``--workers N``): a reload there is a
+#: SIGHUP to the supervisor, which replaces every worker one by one
+SUPERVISED = "GATEWAY_SUPERVISED"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")

@@ -65,7 +65,7 @@ def _pick_tool(body: JsonObj, last: JsonObj, prompt: str) -> str | None:
         return None
     if isinstance(choice, dict):
         return str(choice["function"]["name"])
-    names = [t["function"]["name"] for t in tools if t.get("type") == "function"]
+    names: list[str] = [t["function"]["name"] for t in tools if t.get("type") == "function"]
     for name in names:
         if name in prompt:
             return name
@@ -165,7 +165,12 @@ def chunk_events(d: Dialect, a: Answer, *, id_: str, created: int, model: str) -
     events = [event({"role": "assistant", "content": ""})]
     events += [event({"reasoning_content": piece}) for piece in split_on_spaces(a.reasoning)]
     if a.tool_name is not None:
-        opening = {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": a.tool_name, "arguments": ""}}
+        opening = {
+            "index": 0,
+            "id": TOOL_CALL_ID,
+            "type": "function",
+            "function": {"name": a.tool_name, "arguments": ""},
+        }
         events.append(event({"tool_calls": [opening]}))
         for piece in _split_even(a.arguments or ""):
             events.append(event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))

@@ -33,8 +33,8 @@ def _in_range(name: str, value: Any, rng: Range, *, integer: bool) -> None:
     if not (_is_int(value) if integer else _is_number(value)):
         raise Reject(name, f"{name} must be {'an integer' if integer else 'a number'}")
     if value < rng.lo or (rng.hi is not None and value > rng.hi):
-        upper = "" if rng.hi is None else f" and at most {rng.hi:g}"
-        raise Reject(name, f"{name} must be at least {rng.lo:g}{upper}, got {value}")
+        bounds = f">= {rng.lo:g}" if rng.hi is None else f"between {rng.lo:g} and {rng.hi:g}"
+        raise Reject(name, f"{name} must be {bounds}, got {value}")
 
 
 def validate(d: Dialect, body: Any) -> None:
@@ -43,11 +43,17 @@ def validate(d: Dialect, body: Any) -> None:
         raise Reject("body", "request body must be a JSON object")
     _foreign_fields(d, body)
     model = body.get("model")
-    if not isinstance(model, str) or not model:  # every page marks model required
+    # model is required on every page: powertokens.txt:71-73, token360.txt:15, siliconflow.txt:62-64,
+    # toapis.txt:66-70, maxtoken.txt:115. Its value is not checked: powertokens.txt:75-81 gives an
+    # enum of glm-4.7-flash and then "glm-5-turbo" as the example; siliconflow.txt:66 says its
+    # catalogue changes.
+    if not isinstance(model, str) or not model:
         raise Reject("model", "model is required and must be a non-empty string")
     _messages(d, body.get("messages"))
+    # stream is a boolean on every page (powertokens.txt:91, token360.txt:53, toapis.txt:76, maxtoken.txt:132)
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise Reject("stream", "stream must be a boolean")
+    # ranges: Dialect.temperature / top_p / max_tokens / extra_ranges, each cited in dialects.py
     for name, rng in (("temperature", d.temperature), ("top_p", d.top_p)):
         if body.get(name) is not None:
             _in_range(name, body[name], rng, integer=False)
@@ -63,6 +69,9 @@ def validate(d: Dialect, body: Any) -> None:
 
 
 def _foreign_fields(d: Dialect, body: dict[str, Any]) -> None:
+    # OpenAI-client fields that no page documents (a gateway must rewrite them), and the thinking
+    # fields of the other dialects: thinking only on powertokens.txt:96 / token360.txt:65,
+    # enable_thinking / thinking_budget only on siliconflow.txt:97,118.
     foreign = list(FOREIGN_EVERYWHERE)
     if d.thinking != "zhipu":
         foreign.append("thinking")
@@ -74,12 +83,14 @@ def _foreign_fields(d: Dialect, body: dict[str, Any]) -> None:
 
 
 def _messages(d: Dialect, messages: Any) -> None:
+    # non-empty on every page (powertokens.txt:89, siliconflow.txt:78; OpenAI elsewhere)
     if not isinstance(messages, list) or not messages:
         raise Reject("messages", "messages must be a non-empty array")
-    if d.messages_max is not None and len(messages) > d.messages_max:
+    if d.messages_max is not None and len(messages) > d.messages_max:  # siliconflow.txt:78 "1 - 10"
         raise Reject("messages", f"messages must have at most {d.messages_max} elements, got {len(messages)}")
     for i, message in enumerate(messages):
         _message(d, f"messages[{i}]", message)
+    # powertokens.txt:87 "must contain at least one message that is not system or assistant"
     if d.needs_user_like and all(m["role"] in ("system", "assistant") for m in messages):
         raise Reject("messages", "messages must contain at least one message that is not system or assistant")
 
@@ -88,15 +99,20 @@ def _message(d: Dialect, where: str, message: Any) -> None:
     if not isinstance(message, dict):
         raise Reject(where, f"{where} must be an object")
     role = message.get("role")
+    # Dialect.roles: token360.txt:29, maxtoken.txt:117, OpenAI's set elsewhere; "developer" is
+    # in none of them, so a gateway that forwards it is caught everywhere.
     if not isinstance(role, str) or role not in d.roles:
         allowed = ", ".join(sorted(d.roles))
         raise Reject(f"{where}.role", f"{where}.role must be one of {allowed}, got {role!r}")
+    # token360.txt:39 "tool_call_id ... required for tool messages" (OpenAI requires it too)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise Reject(f"{where}.tool_call_id", f"{where}.tool_call_id is required for tool messages")
     tool_calls = message.get("tool_calls")
     if tool_calls is not None and (role != "assistant" or not isinstance(tool_calls, list)):
         raise Reject(f"{where}.tool_calls", f"{where}.tool_calls must be an array on an assistant message")
     content = message.get("content")
+    # content kinds: Dialect.part_types / null_content_ok (token360.txt:31 string only,
+    # toapis.txt:54 text only, maxtoken.txt:119 text/image_url/file, powertokens.txt:87)
     if content is None:
         if role == "assistant" and tool_calls and d.null_content_ok:
             return
@@ -127,6 +143,8 @@ def _part(d: Dialect, where: str, part: Any) -> None:
 
 
 def _stop(d: Dialect, stop: Any) -> None:
+    # Dialect.stop_string_ok / stop_max: powertokens.txt:122-126 (array, 1), maxtoken.txt:134
+    # (array, 4), toapis.txt:95-96, siliconflow.txt:141 (4), token360.txt:61 (OpenAI's 4)
     if stop is None:
         return
     if isinstance(stop, str):
@@ -142,7 +160,9 @@ def _stop(d: Dialect, stop: Any) -> None:
 def _tools(d: Dialect, tools: Any) -> None:
     if tools is None:
         return
-    if not isinstance(tools, list) or not tools:  # OpenAI rejects an empty tools array too
+    # Dialect.tool_types / tools_max: powertokens.txt:130-132, siliconflow.txt:195,
+    # maxtoken.txt:133 (function, web search); OpenAI elsewhere, which rejects [] as well
+    if not isinstance(tools, list) or not tools:
         raise Reject("tools", "tools must be a non-empty array")
     if len(tools) > d.tools_max:
         raise Reject("tools", f"tools must have at most {d.tools_max} elements, got {len(tools)}")
@@ -158,6 +178,7 @@ def _tools(d: Dialect, tools: Any) -> None:
 
 
 def _tool_choice(d: Dialect, choice: Any) -> None:
+    # powertokens.txt:134-140 enum with "auto" only; token360.txt:77 string | object; OpenAI elsewhere
     if choice is None:
         return
     if isinstance(choice, str):
@@ -174,7 +195,7 @@ def _tool_choice(d: Dialect, choice: Any) -> None:
 
 
 def _thinking(d: Dialect, body: dict[str, Any]) -> None:
-    if d.thinking == "zhipu":
+    if d.thinking == "zhipu":  # token360.txt:67 enabled / disabled / auto; powertokens.txt:96-99
         thinking = body.get("thinking")
         if thinking is None:
             return
@@ -184,7 +205,8 @@ def _thinking(d: Dialect, body: dict[str, Any]) -> None:
         enable = body.get("enable_thinking")
         if enable is None:
             return
-        if not isinstance(enable, bool):
+        if not isinstance(enable, bool):  # siliconflow.txt:97-98 "enable_thinking boolean"
             raise Reject("enable_thinking", "enable_thinking must be a boolean")
+        # siliconflow.txt:100-113 "This field supports the following models"
         if body["model"] not in d.enable_thinking_models:
             raise Reject("enable_thinking", f"enable_thinking is not supported by model {body['model']}")

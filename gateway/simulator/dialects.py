@@ -64,6 +64,7 @@ class Dialect:
     cached_tokens: bool = False
     siliconflow_usage: bool = False
     trace_header: bool = False
+    content_policy: bool = False  # "[unsafe]" in any message -> the provider's policy rejection
     response_extras: JsonObj = field(default_factory=dict)
 
 
@@ -272,6 +273,7 @@ MAXTOKEN = Dialect(
     tool_choice_object_ok=True,
     thinking=None,  # no thinking field on maxtoken.txt
     error=maxtoken_error,
+    content_policy=True,  # maxtoken.txt:165 "503 Content policy violation ... (actual status code is 400)"
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (POWERTOKENS, TOKEN360, SILICONFLOW, TOAPIS, MAXTOKEN)}

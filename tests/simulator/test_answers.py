@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}},
     {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {}}}},
 ]
-THINKING_ON = {  # each provider's own dialect for turning reasoning on
+THINKING_ON: dict[str, dict[str, Any]] = {  # each provider's own dialect for turning reasoning on
     "powertokens": {"thinking": {"type": "enabled"}},
     "token360": {"thinking": {"type": "enabled"}},
     "siliconflow": {"enable_thinking": True},
@@ -30,7 +31,11 @@ def test_echo_answer_and_usage(sim_url: str, web: httpx.Client, provider: str) -
     data = response.json()
     assert data["object"] == "chat.completion" and isinstance(data["created"], int) and data["id"]
     assert data["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": "Echo: what is a vector database"}, "finish_reason": "stop"}
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Echo: what is a vector database"},
+            "finish_reason": "stop",
+        }
     ]
     usage = data["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (9, 6, 15)
@@ -58,7 +63,11 @@ def test_usage_extras_and_model(sim_url: str, web: httpx.Client) -> None:
 
 
 def test_prompt_from_text_parts(sim_url: str, web: httpx.Client) -> None:
-    content = [{"type": "text", "text": "line one"}, {"type": "image_url", "image_url": {"url": "u"}}, {"type": "text", "text": "two"}]
+    content = [
+        {"type": "text", "text": "line one"},
+        {"type": "image_url", "image_url": {"url": "u"}},
+        {"type": "text", "text": "two"},
+    ]
     payload = body("maxtoken", messages=[{"role": "user", "content": content}])
     message = chat(web, sim_url, "maxtoken", payload).json()["choices"][0]["message"]
     assert message["content"] == "Echo: line one\ntwo"
@@ -100,7 +109,11 @@ def test_stream_shape(sim_url: str, web: httpx.Client, provider: str) -> None:
 def test_thinking_in_own_dialect(sim_url: str, web: httpx.Client, provider: str) -> None:
     on = chat(web, sim_url, provider, body(provider, "why sky blue", **THINKING_ON[provider])).json()
     message = on["choices"][0]["message"]
-    assert message == {"role": "assistant", "content": "Echo: why sky blue", "reasoning_content": "Thinking about: why sky blue"}
+    assert message == {
+        "role": "assistant",
+        "content": "Echo: why sky blue",
+        "reasoning_content": "Thinking about: why sky blue",
+    }
     assert on["usage"]["completion_tokens"] == 4 + 5
     if provider == "siliconflow":
         assert on["usage"]["completion_tokens_details"] == {"reasoning_tokens": 5}
@@ -127,7 +140,9 @@ def test_tool_call(sim_url: str, web: httpx.Client, provider: str) -> None:
         "message": {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "search", "arguments": arguments}}],
+            "tool_calls": [
+                {"id": "call_0", "type": "function", "function": {"name": "search", "arguments": arguments}}
+            ],
         },
         "finish_reason": "tool_calls",
     }
@@ -135,13 +150,15 @@ def test_tool_call(sim_url: str, web: httpx.Client, provider: str) -> None:
     streamed = chat(web, sim_url, provider, body(provider, prompt, tools=TOOLS, stream=True)).text
     calls = [d[0] for d in deltas(streamed, "tool_calls")]
     assert calls[0] == {"index": 0, "id": "call_0", "type": "function", "function": {"name": "search", "arguments": ""}}
-    assert len(calls) >= 4 and all(c == {"index": 0, "function": {"arguments": c["function"]["arguments"]}} for c in calls[1:])
+    assert len(calls) >= 4 and all(
+        c == {"index": 0, "function": {"arguments": c["function"]["arguments"]}} for c in calls[1:]
+    )
     assert "".join(c["function"]["arguments"] for c in calls[1:]) == arguments
     assert chunks(streamed)[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_tool_call_rules(sim_url: str, web: httpx.Client) -> None:
-    def answer(prompt: str, **fields: object) -> dict:
+    def answer(prompt: str, **fields: Any) -> Any:
         return chat(web, sim_url, "toapis", body("toapis", prompt, tools=TOOLS, **fields)).json()["choices"][0]
 
     assert answer("get_weather and search")["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
@@ -234,6 +251,7 @@ def test_keys_per_provider() -> None:
     from tests.servers import serve
 
     with serve(create_app(keys={"toapis": "sk-right"})) as url, httpx.Client() as c:
+
         def status(provider: str, key: str) -> int:
             return chat(c, url, provider, body(provider), {"authorization": f"Bearer {key}"}).status_code
 

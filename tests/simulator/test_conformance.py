@@ -74,7 +74,11 @@ POWERTOKENS: list[Case] = [
     ("tool_choice auto", {"tools": [fn()], "tool_choice": "auto"}, OK),  # powertokens.txt:134-140
     ("tool_choice none", {"tools": [fn()], "tool_choice": "none"}, "tool_choice"),
     ("tool_choice required", {"tools": [fn()], "tool_choice": "required"}, "tool_choice"),
-    ("tool_choice object", {"tools": [fn()], "tool_choice": {"type": "function", "function": {"name": "lookup"}}}, "tool_choice"),
+    (
+        "tool_choice object",
+        {"tools": [fn()], "tool_choice": {"type": "function", "function": {"name": "lookup"}}},
+        "tool_choice",
+    ),
     ("thinking enabled", {"thinking": {"type": "enabled"}}, OK),  # powertokens.txt:96-99
     ("thinking disabled", {"thinking": {"type": "disabled"}}, OK),
     ("thinking auto", {"thinking": {"type": "auto"}}, OK),
@@ -182,7 +186,11 @@ COMMON: list[Case] = [
     ("missing messages", {"messages": None}, "messages"),
     ("stream not bool", {"stream": "yes"}, "stream"),
     ("bad role", msgs({"role": "robot", "content": "x"}), "messages[0].role"),
-    ("neutral extras", {"seed": 1, "presence_penalty": 0.1, "user": "u", "response_format": {"type": "json_object"}}, OK),
+    (
+        "neutral extras",
+        {"seed": 1, "presence_penalty": 0.1, "user": "u", "response_format": {"type": "json_object"}},
+        OK,
+    ),
     ("nulls are absent", {"temperature": None, "top_p": None, "stop": None, "max_tokens": None}, OK),
 ]
 NOT_SILICONFLOW: list[Case] = [
@@ -204,7 +212,9 @@ TABLE: list[tuple[str, str, dict[str, Any], str | None]] = [
 
 
 @pytest.mark.parametrize(("provider", "name", "patch", "field"), TABLE, ids=[f"{p}-{n}" for p, n, _, _ in TABLE])
-def test_documented_limit(sim_url: str, web: httpx.Client, provider: str, name: str, patch: dict[str, Any], field: str | None) -> None:
+def test_documented_limit(
+    sim_url: str, web: httpx.Client, provider: str, name: str, patch: dict[str, Any], field: str | None
+) -> None:
     payload = body(provider) | patch
     for required in ("model", "messages"):  # a None patch deletes a required field
         if payload[required] is None:
@@ -230,7 +240,7 @@ def test_bad_json_and_non_object(sim_url: str, web: httpx.Client, provider: str)
 
 
 def test_error_codes_per_shape(sim_url: str, web: httpx.Client) -> None:
-    bad = {"temperature": 9}
+    bad: dict[str, Any] = {"temperature": 9}
     assert chat(web, sim_url, "powertokens", body("powertokens", **bad)).json()["error"]["code"] == "1210"
     assert chat(web, sim_url, "token360", body("token360", **bad)).json()["error"]["code"] == "1210"
     assert chat(web, sim_url, "siliconflow", body("siliconflow", **bad)).json()["code"] == 20015

@@ -21,7 +21,11 @@ def control(web: httpx.Client, url: str, **knobs: Any) -> None:
 
 def open_stream(web: httpx.Client, url: str, provider: str, headers: dict[str, str], **kw: Any) -> Any:
     return web.stream(
-        "POST", f"{url}/{provider}/v1/chat/completions", json=body(provider, stream=True), headers={**AUTH, **headers}, **kw
+        "POST",
+        f"{url}/{provider}/v1/chat/completions",
+        json=body(provider, stream=True),
+        headers={**AUTH, **headers},
+        **kw,
     )
 
 
@@ -40,7 +44,9 @@ def test_ttfb(sim_url: str, web: httpx.Client) -> None:
 
 def test_chunk_delay(sim_url: str, web: httpx.Client) -> None:
     start = time.monotonic()
-    text = chat(web, sim_url, "toapis", body("toapis", stream=True), {"x-sim-chunk-delay-ms": "50", "x-sim-words": "3"}).text
+    text = chat(
+        web, sim_url, "toapis", body("toapis", stream=True), {"x-sim-chunk-delay-ms": "50", "x-sim-words": "3"}
+    ).text
     events = sse_data(text)
     assert len(events) == 1 + 3 + 1 + 1  # role, 3 words, final, [DONE]
     assert time.monotonic() - start >= 0.05 * (len(events) - 1) - 0.01
@@ -53,7 +59,10 @@ def test_words(sim_url: str, web: httpx.Client, provider: str) -> None:
     assert data["usage"]["completion_tokens"] == 5
     text = chat(web, sim_url, provider, body(provider, stream=True), {"x-sim-words": "5"}).text
     assert deltas(text, "content")[1:] == ["w0", " w1", " w2", " w3", " w4"]
-    assert chat(web, sim_url, provider, body(provider), {"x-sim-words": "0"}).json()["choices"][0]["message"]["content"] == ""
+    assert (
+        chat(web, sim_url, provider, body(provider), {"x-sim-words": "0"}).json()["choices"][0]["message"]["content"]
+        == ""
+    )
 
 
 def test_status_count_and_retry_after(sim_url: str, web: httpx.Client) -> None:
@@ -94,7 +103,8 @@ def test_controls_stack_and_header_wins(sim_url: str, web: httpx.Client) -> None
     control(web, sim_url, words=4, provider="toapis", count=1)
 
     def content(provider: str, headers: dict[str, str] | None = None) -> str:
-        return chat(web, sim_url, provider, body(provider), headers).json()["choices"][0]["message"]["content"]
+        message = chat(web, sim_url, provider, body(provider), headers).json()["choices"][0]["message"]
+        return str(message["content"])
 
     assert content("toapis") == "w0 w1 w2 w3"  # newest matching control
     assert content("toapis") == "w0 w1"  # count used up: back to the older one
@@ -106,7 +116,14 @@ def test_controls_stack_and_header_wins(sim_url: str, web: httpx.Client) -> None
 
 
 def test_bad_knobs(sim_url: str, web: httpx.Client) -> None:
-    for bad in ({"nope": 1}, {"words": -1}, {"status": 200}, {"provider": "openai"}, {"count": 0}, {"keepalive": "maybe"}):
+    for bad in (
+        {"nope": 1},
+        {"words": -1},
+        {"status": 200},
+        {"provider": "openai"},
+        {"count": 0},
+        {"keepalive": "maybe"},
+    ):
         response = web.post(f"{sim_url}/_sim/control", json=bad)
         assert response.status_code == 400 and "sim_error" in response.json(), bad
     assert web.post(f"{sim_url}/_sim/control", content=b"{").status_code == 400
@@ -114,30 +131,39 @@ def test_bad_knobs(sim_url: str, web: httpx.Client) -> None:
     assert response.status_code == 400 and "sim_error" in response.json()
 
 
-def test_reset_after(sim_url: str, web: httpx.Client) -> None:
+def read_stream(
+    web: httpx.Client, url: str, provider: str, headers: dict[str, str], **kw: Any
+) -> tuple[list[str], Any]:
+    """The data lines received, and the transport error that ended the stream (None if it completed)."""
     received: list[str] = []
-    with pytest.raises(httpx.RemoteProtocolError):
-        with open_stream(web, sim_url, "siliconflow", {"x-sim-reset-after": "3"}) as response:
+    try:
+        with open_stream(web, url, provider, headers, **kw) as response:
             assert response.status_code == 200
             for line in response.iter_lines():
                 if line.startswith("data: "):
-                    received.append(line)
-    assert len(received) == 3 and all(json.loads(line[6:]) for line in received)
+                    received.append(line[len("data: ") :])
+    except httpx.TransportError as exc:
+        return received, exc
+    return received, None
+
+
+def test_reset_after(sim_url: str, web: httpx.Client) -> None:
+    received, error = read_stream(web, sim_url, "siliconflow", {"x-sim-reset-after": "3"})
+    assert isinstance(error, httpx.RemoteProtocolError)
+    assert len(received) == 3 and all(json.loads(data) for data in received)
     # K past the end: every chunk arrives, then the reset comes instead of [DONE]
-    with pytest.raises(httpx.RemoteProtocolError):
-        with open_stream(web, sim_url, "toapis", {"x-sim-reset-after": "999"}) as response:
-            lines = [line for line in response.iter_lines() if line]
+    received, error = read_stream(web, sim_url, "toapis", {"x-sim-reset-after": "999"})
+    assert isinstance(error, httpx.RemoteProtocolError)
+    assert json.loads(received[-1])["choices"][0]["finish_reason"] == "stop"
     assert web.get(f"{sim_url}/_sim/health").json() == {"ok": True}
 
 
 def test_stall_after(sim_url: str, web: httpx.Client) -> None:
-    received: list[str] = []
     start = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
-        with open_stream(web, sim_url, "maxtoken", {"x-sim-stall-after": "2"}, timeout=httpx.Timeout(5, read=0.5)) as r:
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    received.append(line)
+    received, error = read_stream(
+        web, sim_url, "maxtoken", {"x-sim-stall-after": "2"}, timeout=httpx.Timeout(5, read=0.5)
+    )
+    assert isinstance(error, httpx.ReadTimeout)
     assert len(received) == 2 and time.monotonic() - start < 3
     assert web.get(f"{sim_url}/_sim/health").status_code == 200
 
@@ -157,7 +183,9 @@ def test_split_writes_are_seen_as_partial_reads(sim_url: str, web: httpx.Client)
     with open_stream(web, sim_url, "toapis", {"x-sim-split-writes": "true"}) as response:
         reads = [piece for piece in response.iter_raw() if piece]
     text = b"".join(reads).decode()
-    assert [json.loads(d)["choices"] for d in sse_data(text)[:-1]] == [json.loads(d)["choices"] for d in sse_data(whole)[:-1]]
+    assert [json.loads(d)["choices"] for d in sse_data(text)[:-1]] == [
+        json.loads(d)["choices"] for d in sse_data(whole)[:-1]
+    ]
     partial = [r for r in reads if not r.endswith(b"\n\n")]
     assert len(reads) >= 2 * len(sse_data(text)) and len(partial) >= len(sse_data(text))
 

@@ -22,12 +22,18 @@ AUTH = {"authorization": "Bearer test-key"}
 
 def body(provider: str, prompt: str = "hello there", **fields: Any) -> dict[str, Any]:
     """A minimal valid request; stream False unless given (powertokens defaults to streaming)."""
-    out: dict[str, Any] = {"model": MODELS[provider], "messages": [{"role": "user", "content": prompt}], "stream": False}
+    out: dict[str, Any] = {
+        "model": MODELS[provider],
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": False,
+    }
     out.update(fields)
     return out
 
 
-def chat(client: httpx.Client, url: str, provider: str, payload: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+def chat(
+    client: httpx.Client, url: str, provider: str, payload: Any, headers: dict[str, str] | None = None
+) -> httpx.Response:
     kwargs: dict[str, Any] = {"content": payload} if isinstance(payload, (bytes, str)) else {"json": payload}
     return client.post(f"{url}/{provider}/v1/chat/completions", headers={**AUTH, **(headers or {})}, **kwargs)
 
@@ -48,7 +54,7 @@ def chunks(text: str) -> list[dict[str, Any]]:
     return [json.loads(d) for d in data[:-1]]
 
 
-def deltas(text: str, key: str) -> list[str]:
+def deltas(text: str, key: str) -> list[Any]:
     return [c["choices"][0]["delta"][key] for c in chunks(text) if key in c["choices"][0]["delta"]]
 
 

@@ -1,0 +1,103 @@
+"""Prometheus families (prefix ``gateway_``), fed from each finished :class:`Exchange`.
+
+Labels stay bounded: ``model`` is a configured alias (anything else is ``unknown``), ``provider``
+a configured provider, ``param`` a field path with its indices folded (``messages[].content``).
+With ``--workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts, and the
+values live in files every worker writes and ``/metrics`` sums.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
+                               start_http_server)
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported)
+
+from .exchange import Exchange
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_INDEX = re.compile(r"\[\d+\]")
+
+REQUESTS = Counter("gateway_requests", "Chat completion requests by outcome", ["model", "provider", "status"])
+DURATION = Histogram("gateway_request_duration_seconds", "Whole request, to the last byte sent",
+                     ["model", "provider"], buckets=_SECONDS)
+TTFB = Histogram("gateway_upstream_ttfb_seconds", "Time to the upstream's first body byte", ["provider"],
+                 buckets=_SECONDS)
+TTFT = Histogram("gateway_time_to_first_token_seconds", "Streams: time to the first reasoning / content delta",
+                 ["model", "provider", "kind"], buckets=_SECONDS)
+TOKENS = Counter("gateway_tokens", "Tokens by kind, from upstream usage", ["model", "provider", "kind"])
+INFLIGHT = Gauge("gateway_inflight_requests", "Chat completions in progress", multiprocess_mode="livesum")
+ATTEMPTS = Counter("gateway_upstream_attempts", "Upstream attempts by outcome", ["provider", "outcome"])
+REJECTIONS = Counter("gateway_rejections", "Routes skipped for a documented limit", ["provider", "param"])
+PROVIDER_UP = Gauge("gateway_provider_up", "1 when the provider's last attempt did not fail (0: failing or "
+                    "disabled)", ["provider"], multiprocess_mode="mostrecent")
+
+
+def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    yield "prompt", usage.get("prompt_tokens")
+    yield "completion", usage.get("completion_tokens")
+    yield "reasoning", (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    yield "cached", (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+
+
+class Metrics:
+    """Records exchanges; knows the configured names so that no label comes from a client."""
+
+    def __init__(self) -> None:
+        self.aliases: frozenset[str] = frozenset()
+
+    def configure(self, aliases: Iterable[str], providers: dict[str, bool]) -> None:
+        """The names in force (called at start and on reload); ``providers``: name -> enabled."""
+        self.aliases = frozenset(aliases)
+        for name, enabled in providers.items():
+            PROVIDER_UP.labels(name).set(1 if enabled else 0)
+
+    def started(self) -> None:
+        INFLIGHT.inc()
+
+    def finished(self, exchange: Exchange) -> None:
+        INFLIGHT.dec()
+        model = exchange.alias if exchange.alias in self.aliases else "unknown"
+        provider = exchange.provider or "none"
+        REQUESTS.labels(model, provider, str(exchange.status)).inc()
+        DURATION.labels(model, provider).observe(exchange.since_start())
+        for name, outcome in exchange.attempt_log:
+            ATTEMPTS.labels(name, outcome).inc()
+            if outcome in ("ok", "upstream_rejected", "content_filter"):
+                PROVIDER_UP.labels(name).set(1)
+            elif outcome in ("upstream_error", "upstream_timeout"):
+                PROVIDER_UP.labels(name).set(0)
+        for name, param in exchange.rejections:
+            REJECTIONS.labels(name, _INDEX.sub("[]", param)).inc()
+        if exchange.ttfb is not None and exchange.provider:
+            TTFB.labels(provider).observe(exchange.ttfb)
+        if exchange.first_reasoning is not None:
+            TTFT.labels(model, provider, "reasoning").observe(exchange.first_reasoning)
+        if exchange.first_content is not None:
+            TTFT.labels(model, provider, "content").observe(exchange.first_content)
+        if exchange.usage:
+            for kind, count in _tokens(exchange.usage):
+                if isinstance(count, int) and count > 0:
+                    TOKENS.labels(model, provider, kind).inc(count)
+
+
+def _registry() -> CollectorRegistry | None:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def serve_separately(port: int, host: str) -> None:
+    """``/metrics`` on a port of its own (``GATEWAY_METRICS_PORT``), from the serving process."""
+    start_http_server(port, addr=host, registry=_registry() or REGISTRY)
+
+
+def exposition() -> bytes:
+    """The text format for ``/metrics``: this process's registry, or every worker's files."""
+    return generate_latest(_registry() or REGISTRY)

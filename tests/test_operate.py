@@ -1,0 +1,171 @@
+"""Operating the real process: `gateway serve` with --workers 2, config reload by SIGHUP and by
+/admin/reload, JSON logs on stdout, /metrics on its own port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import UPSTREAM_KEYS, Simulator, config_text, start_gateway
+from tests.servers import free_port
+from tests.test_metrics import scrape, value
+
+ROOT = Path(__file__).resolve().parents[1]
+USER = {"role": "user", "content": "Hello there"}
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[str], url: str, lines: list[str]) -> None:
+        self.process, self.url, self.lines = process, url, lines
+
+    def logged(self, event: str) -> list[dict]:
+        out = []
+        for line in list(self.lines):
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                out.append(record)
+        return out
+
+
+@contextmanager
+def gateway_process(config: Path, *args: str, **env: str) -> Iterator[Served]:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
+                                str(port), *args], cwd=ROOT, env={**environment, **env}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, what=f"{url}/readyz", log=lines)
+        yield Served(process, url, lines)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until(check, what: str, timeout: float = 20, log: list[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}; output:\n" + "".join(log or []))
+
+
+@pytest.fixture
+def config(sim: Simulator, tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(sim.url))
+    return path
+
+
+def chat(url: str, model: str = "glm-toapis", **extra: object) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": [USER], **extra}, timeout=20)
+
+
+def test_two_workers_serve_and_metrics_sum_over_both(config: Path) -> None:
+    with gateway_process(config, "--workers", "2") as served:
+        for _ in range(30):
+            assert chat(served.url).status_code == 200
+        samples = scrape(served.url)
+        assert value(samples, "gateway_requests_total", model="glm-toapis", provider="toapis", status="200") == 30
+        assert value(samples, "gateway_request_duration_seconds_count", model="glm-toapis", provider="toapis") == 30
+        assert value(samples, "gateway_tokens_total", model="glm-toapis", provider="toapis", kind="completion") == 90
+
+
+def test_one_json_line_per_request_and_attempt_without_keys_or_bodies(config: Path) -> None:
+    with gateway_process(config, GATEWAY_API_KEYS="sk-client-log") as served:
+        response = httpx.post(f"{served.url}/v1/chat/completions", headers={"Authorization": "Bearer sk-client-log",
+                              "x-request-id": "log-test-1"}, json={"model": "glm-siliconflow", "messages": [USER]})
+        assert response.status_code == 200
+        wait_until(lambda: served.logged("request"), what="the access log line")
+        line = served.logged("request")[-1]
+        assert line["request_id"] == "log-test-1" and line["model"] == "glm-siliconflow"
+        assert line["provider"] == "siliconflow" and line["upstream_model"] == "Pro/zai-org/GLM-4.7"
+        assert line["status"] == 200 and line["attempts"] == 1 and line["completion_tokens"] == 3
+        assert line["latency_ms"] > 0 and line["ttfb_ms"] > 0
+        assert served.logged("attempt")[-1] == {"event": "attempt", "request_id": "log-test-1", "attempt": 1,
+                                                "provider": "siliconflow", "outcome": "ok"}
+        output = "".join(served.lines)
+        for secret in ("sk-client-log", *UPSTREAM_KEYS.values()):
+            assert secret not in output
+        assert "Hello there" not in output and "Traceback" not in output
+
+
+def test_bodies_are_logged_only_when_asked(config: Path) -> None:
+    with gateway_process(config, GATEWAY_LOG_BODIES="true") as served:
+        chat(served.url)
+        wait_until(lambda: served.logged("request"), what="the access log line")
+        assert "Hello there" in served.logged("request")[-1]["body"]
+
+
+def test_metrics_on_their_own_port(config: Path) -> None:
+    metrics_port = free_port()
+    with gateway_process(config, GATEWAY_METRICS_PORT=str(metrics_port)) as served:
+        chat(served.url)
+        assert httpx.get(f"{served.url}/metrics").status_code == 404
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'gateway_requests_total{model="glm-toapis",provider="toapis",status="200"} 1.0' in text
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_reloads_and_an_invalid_file_keeps_the_old_table(config: Path, workers: str) -> None:
+    with gateway_process(config, "--workers", workers) as served:
+        config.write_text(config.read_text() + "  glm-new:\n    - {provider: toapis, model: glm-5}\n")
+        served.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: chat(served.url, "glm-new").status_code == 200, what="the new alias", log=served.lines)
+        config.write_text("providers: [broken\n")
+        served.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: served.logged("reload_rejected"), what="the rejected reload", log=served.lines)
+        assert "(yaml)" in served.logged("reload_rejected")[-1]["error"]
+        assert chat(served.url, "glm-new").status_code == 200
+
+
+def test_admin_reload_needs_the_admin_key_and_in_flight_requests_finish(config: Path, sim: Simulator) -> None:
+    with start_gateway(config, admin_key="sk-admin") as url:
+        assert httpx.post(f"{url}/admin/reload").status_code == 401
+        assert httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
+        sim.control(chunk_delay_ms=50, words=20)
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=20,
+                          json={"model": "glm-maxtoken", "messages": [USER], "stream": True}) as response:
+            chunks = response.iter_raw()
+            first = next(chunks)
+            config.write_text(config_text(sim.url).replace("glm-maxtoken", "glm-renamed"))
+            reloaded = httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer sk-admin"})
+            assert reloaded.status_code == 200 and "glm-renamed" in reloaded.json()["models"]
+            rest = first + b"".join(chunks)
+        assert rest.count(b'"content":"') >= 20 and rest.endswith(b"data: [DONE]\n\n")  # finished on the old table
+        assert chat(url, "glm-maxtoken").status_code == 404 and chat(url, "glm-renamed").status_code == 200
+        config.write_text("models: {}\n")
+        refused = httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer sk-admin"})
+        assert refused.status_code == 400 and "old table keeps serving" in refused.json()["error"]["message"]
+        assert chat(url, "glm-renamed").status_code == 200
+
+
+def test_admin_endpoints_are_off_without_an_admin_key(config: Path) -> None:
+    with start_gateway(config) as url:
+        assert httpx.post(f"{url}/admin/reload").status_code == 401
