@@ -59,7 +59,8 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
     if not profile.thinking.passthrough:
         for name in thinking.FIELDS:
             out.pop(name, None)
-        fields, lost = thinking.render(intent, profile.thinking, body)
+        switchable = profile.thinking_models is None or model in profile.thinking_models
+        fields, lost = thinking.render(intent, profile.thinking, body, switchable)
         out.update(fields)
         dropped += lost
     messages = body["messages"]

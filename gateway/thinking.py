@@ -70,28 +70,32 @@ def read_intent(body: dict[str, Any]) -> Intent:
     return Intent(mode=modes.pop() if modes else None, budget=budget, effort=effort, sent=sent)
 
 
-def render(intent: Intent, dialect: ThinkingDialect, client_body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def render(intent: Intent, dialect: ThinkingDialect, client_body: dict[str, Any],
+           switchable: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The fields to send for ``intent`` in ``dialect``, and the client fields that could not go.
 
     A client's own object for a field the dialect also uses (``thinking: {"type": ..., ...}``)
-    keeps its other keys: only what the dialect sets is overwritten.
+    keeps its other keys: only what the dialect sets is overwritten. ``switchable`` False: the
+    upstream model takes no on/off switch (its page lists the models that do), only a budget.
     """
     if not intent.sent:
         return {}, []
     if not dialect.controls:
         return {}, list(intent.sent)
     fields: dict[str, Any] = {}
-    if intent.mode is not None:
+    dropped: list[str] = []
+    if intent.mode is not None and not switchable:
+        dropped += [f for f in intent.sent if f != "thinking_budget"]
+    elif intent.mode is not None:
         for name, value in getattr(dialect, intent.mode).items():
             mine = client_body.get(name)
             fields[name] = {**mine, **value} if isinstance(mine, dict) and isinstance(value, dict) else value
-    dropped: list[str] = []
     budget, _ = intent.budget_for(dialect)
     if budget is not None:
         if dialect.budget_field:
             fields[dialect.budget_field] = budget
         elif intent.budget is not None:
             dropped.append("thinking_budget")
-    if intent.mode == "enabled" and intent.effort is not None and not dialect.effort_budgets:
+    if switchable and intent.mode == "enabled" and intent.effort is not None and not dialect.effort_budgets:
         dropped.append("reasoning_effort")  # the level itself has no field here
     return fields, dropped

@@ -137,7 +137,9 @@ def test_sighup_reloads_and_an_invalid_file_keeps_the_old_table(config: Path, wo
     with gateway_process(config, "--workers", workers) as served:
         config.write_text(config.read_text() + "  glm-new:\n    - {provider: toapis, model: glm-5}\n")
         served.process.send_signal(signal.SIGHUP)
-        wait_until(lambda: chat(served.url, "glm-new").status_code == 200, what="the new alias", log=served.lines)
+        # every worker replaced (one by one): ten answers in a row from the new table
+        wait_until(lambda: all(chat(served.url, "glm-new").status_code == 200 for _ in range(10)),
+                   what="the new alias on every worker", log=served.lines)
         config.write_text("providers: [broken\n")
         served.process.send_signal(signal.SIGHUP)
         wait_until(lambda: served.logged("reload_rejected"), what="the rejected reload", log=served.lines)

@@ -19,17 +19,28 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text).lower()
 
 
-def _citations(name: str) -> list[tuple[str, str]]:
+def _citations(name: str) -> tuple[list[tuple[str, str]], dict]:
     raw = yaml.safe_load((profiles.HERE / f"{name}.yaml").read_text())
     items = {**raw.get("dialect", {}), **raw.get("limits", {})}
-    return [(key, item["doc"]) for key, item in items.items()]
+    return [(key, item["doc"]) for key, item in items.items()], {k: item["value"] for k, item in items.items()}
+
+
+def _items(value: object) -> list[str]:
+    if isinstance(value, bool) or isinstance(value, dict):
+        return []
+    if isinstance(value, (int, float)):
+        return [f"{value:g}"]
+    if isinstance(value, list):
+        return [i for v in value for i in _items(v)]
+    return [] if value in ("zhipu", "siliconflow", "none") else [str(value)]
 
 
 @pytest.mark.parametrize("name", UPSTREAMS)
 def test_every_value_cites_lines_that_say_it(name: str) -> None:
     page = (DOCS / f"{name}.txt").read_text()
     lines = page.splitlines()
-    for key, doc in _citations(name):
+    citations, values = _citations(name)
+    for key, doc in citations:
         if doc.startswith("(absent)"):
             assert key not in page.lower(), f"{name}.{key}: cited as absent, but the page mentions {key}"
             continue
@@ -37,6 +48,8 @@ def test_every_value_cites_lines_that_say_it(name: str) -> None:
         assert match, f"{name}.{key}: doc must be 'LINE[-LINE] quote', got {doc!r}"
         first, last = int(match[1]), int(match[2] or match[1])
         cited = _squash(" ".join(lines[first - 1:last]))
+        for item in _items(values[key]):  # each number and name the value holds is on those lines
+            assert _squash(item) in cited, f"{name}.{key}: {item!r} is not on lines {first}-{last}"
         for fragment in match[3].split("..."):
             assert _squash(fragment) in cited, f"{name}.{key}: {fragment!r} is not on lines {first}-{last}"
 

@@ -100,6 +100,16 @@ def test_thinking_forms_reach_the_upstream_in_its_own_form(http: httpx.Client, s
     assert response.headers.get("x-gateway-dropped") == dropped
 
 
+def test_a_model_without_the_thinking_switch_gets_only_the_budget(http: httpx.Client, sim: Simulator) -> None:
+    # siliconflow.txt:100-113 lists the models that take enable_thinking; QwQ-32B is not one of them
+    response = http.post("/v1/chat/completions", json={"model": "glm-sf-qwq", "messages": [USER],
+                                                        "reasoning_effort": "high"})
+    assert response.status_code == 200, response.text
+    body = sim.last("siliconflow")["body"]
+    assert "enable_thinking" not in body and body["thinking_budget"] == 16384
+    assert response.headers["x-gateway-dropped"] == "reasoning_effort"
+
+
 def test_a_thinking_object_keeps_its_other_keys(http: httpx.Client, sim: Simulator) -> None:
     _, body = sent(http, sim, "token360", thinking={"type": "enabled", "clear_thinking": False})
     assert body["thinking"] == {"type": "enabled", "clear_thinking": False}

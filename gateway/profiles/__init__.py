@@ -91,6 +91,8 @@ class Profile:
     developer_role: bool = False
     pass_headers: tuple[str, ...] = ()
     content_filter: ContentFilter | None = None
+    #: the only upstream models that take the dialect's on/off switch (None: every model)
+    thinking_models: frozenset[str] | None = None
 
     def with_overrides(self, limits: Mapping[str, Any] | None, thinking: str | None, where: str) -> Profile:
         """This profile with a user's ``limits:`` and ``thinking:`` applied (checked like the built-ins)."""
@@ -110,7 +112,7 @@ _LIMIT_KINDS: dict[str, str] = {
     f.name: _KIND_OF_TYPE[str(f.type)] for f in dataclasses.fields(Limits) if f.name != "docs"
 }
 _DIALECT_KEYS = {"thinking", "stream_default", "stop_as_list", "stream_options", "developer_role",
-                 "pass_headers", "content_filter"}
+                 "pass_headers", "content_filter", "thinking_models"}
 
 
 def _convert(kind: str, value: Any, key: str) -> Any:
@@ -184,6 +186,8 @@ def _load(name: str) -> Profile:
         dialect["content_filter"] = ContentFilter(
             status=cf["status"], codes=frozenset(map(str, cf.get("codes", ()))),
             phrases=tuple(p.lower() for p in cf.get("phrases", ())))
+    if "thinking_models" in dialect:
+        dialect["thinking_models"] = frozenset(dialect["thinking_models"])
     if "pass_headers" in dialect:
         dialect["pass_headers"] = tuple(h.lower() for h in dialect["pass_headers"])
     return Profile(name=name, doc=raw["doc"], thinking=thinking, limits=Limits(**limits, docs=docs), **dialect)
