@@ -1,11 +1,16 @@
-"""One JSON line per request, and one per upstream attempt, on stdout: who asked for what, where
-it went, how it ended. Never a key, and never a message body (``GATEWAY_LOG_BODIES=true`` adds
-the request body the upstream was sent, for debugging).
+"""JSON lines on stdout: one per request and one per upstream attempt, plus operational events.
+
+Who asked for what, where it went, how it ended. Never a key, and never a message body
+(``GATEWAY_LOG_BODIES=true`` adds the body the upstream was sent, for debugging).
+
+Written straight to stdout's buffer rather than through ``logging``: a LogRecord per line cost
+about a tenth of a request's CPU under load (bench/). Lines are flushed within 200 ms, and at once
+when stdout is a terminal or the line is not a request's.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import sys
 from typing import Any
 
@@ -13,7 +18,8 @@ import orjson
 
 from .exchange import Exchange
 
-logger = logging.getLogger("gateway.access")
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -21,15 +27,38 @@ def _ms(seconds: float | None) -> float | None:
 
 
 class AccessLog:
-    def event(self, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
-        logger.log(level, orjson.dumps({"event": name, **fields}).decode())
+    def __init__(self, level: str = "info") -> None:
+        self.level = LEVELS.get(level.lower(), 20)
+        self._flush_pending = False
+
+    def _write(self, record: dict[str, Any], urgent: bool) -> None:
+        line = orjson.dumps(record, option=_LINE)
+        out = getattr(sys.stdout, "buffer", None)  # looked up each time: tests and daemons replace sys.stdout
+        if out is None:
+            sys.stdout.write(line.decode())
+            return
+        out.write(line)
+        if urgent or sys.stdout.isatty():
+            out.flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_later(0.2, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        sys.stdout.flush()
+        getattr(sys.stdout, "buffer", sys.stdout).flush()
+
+    def event(self, name: str, *, level: str = "info", **fields: Any) -> None:
+        if LEVELS[level] >= self.level:
+            self._write({"event": name, "level": level, **fields}, urgent=True)
 
     def request(self, exchange: Exchange) -> None:
-        if not logger.isEnabledFor(logging.INFO):
+        if self.level > LEVELS["info"]:
             return
         for number, (provider, outcome) in enumerate(exchange.attempt_log, start=1):
-            logger.info(orjson.dumps({"event": "attempt", "request_id": exchange.request_id, "attempt": number,
-                                      "provider": provider, "outcome": outcome}).decode())
+            self._write({"event": "attempt", "request_id": exchange.request_id, "attempt": number,
+                         "provider": provider, "outcome": outcome}, urgent=False)
         usage = exchange.usage or {}
         line: dict[str, Any] = {
             "event": "request", "request_id": exchange.request_id, "model": exchange.alias,
@@ -44,14 +73,4 @@ class AccessLog:
             line["skipped"] = [f"{p}:{param}" for p, param in exchange.rejections]
         if exchange.body is not None:
             line["body"] = exchange.body.decode("utf-8", "replace")
-        logger.info(orjson.dumps(line).decode())
-
-
-def configure(level: str) -> None:
-    """JSON lines as they are, one per record, on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("gateway")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+        self._write(line, urgent=False)

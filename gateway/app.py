@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import time
@@ -41,7 +40,7 @@ class Gateway:
     def __init__(self, settings: Settings, config: Config) -> None:
         self.settings = settings
         self.upstream = Upstream()
-        self.access_log = AccessLog()
+        self.access_log = AccessLog(settings.log_level)
         self.metrics = Metrics()
         self._use(config)
 
@@ -56,7 +55,7 @@ class Gateway:
         try:
             config = config_file.load(self.settings.config)
         except ConfigError as exc:
-            self.access_log.event("reload_rejected", level=logging.WARNING, error=str(exc))
+            self.access_log.event("reload_rejected", level="warning", error=str(exc))
             return str(exc)
         self._use(config)
         self.access_log.event("reloaded", config=config.path, models=len(config.models),
@@ -70,12 +69,33 @@ class Gateway:
         self.metrics.finished(exchange)
         self.access_log.request(exchange)
 
+    def failed(self, exchange: Exchange, error: Exception) -> None:
+        self.access_log.event("internal_error", level="error", request_id=exchange.request_id,
+                              error=type(error).__name__)
+
 
 def _error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ChatFirst:
+    """``POST /v1/chat/completions`` straight to its handler, everything else to FastAPI.
+
+    The hot path skips FastAPI's own stack (error, telemetry, body-limit, exception and exit-stack
+    layers, each wrapping ``send``): profiled under load in bench/ at about a sixth of a request's CPU.
+    """
+
+    def __init__(self, chat: ChatCompletions, app: FastAPI) -> None:
+        self.chat = chat
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+            return await self.chat(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ClientAuth:
     settings = settings or Settings()
     gateway = Gateway(settings, config_file.load(settings.config))
 
@@ -97,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat = ChatCompletions(lambda: gateway.router, gateway.upstream, max_body_bytes=settings.max_body_bytes,
                            max_event_bytes=settings.max_event_bytes, observer=gateway,
                            keep_bodies=settings.log_bodies)
-    # A raw ASGI endpoint: no request object or validation layer between the socket and the handler.
+    # Listed for FastAPI too (405 for other methods); requests reach it through ChatFirst.
     app.router.routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
 
     def model_card(alias: str) -> dict[str, Any]:
@@ -152,5 +172,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error_response(InvalidRequest(str(exc.errors()[0].get("msg", "invalid request"))))
 
-    app.add_middleware(ClientAuth, client_keys=settings.client_keys, admin_key=settings.admin_key)
-    return app
+    return ClientAuth(ChatFirst(chat, app), client_keys=settings.client_keys, admin_key=settings.admin_key)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from . import accesslog
 from .accesslog import AccessLog
 from .config import Config, ConfigError, load
 from .settings import SUPERVISED, Settings, is_loopback
@@ -67,7 +65,7 @@ class _Supervisor(Multiprocess):
         try:
             load(self._settings_path)
         except ConfigError as exc:
-            AccessLog().event("reload_rejected", level=logging.WARNING, error=str(exc))
+            AccessLog().event("reload_rejected", level="warning", error=str(exc))
             return
         super().handle_hup()
 
@@ -78,7 +76,6 @@ def serve(args: argparse.Namespace) -> None:
     if not settings.client_keys and not is_loopback(settings.host):
         sys.exit(f"gateway: refusing to serve on {settings.host} without client keys: "
                  "set GATEWAY_API_KEYS, or bind to 127.0.0.1")
-    accesslog.configure(settings.log_level)
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -123,7 +120,6 @@ def demo(args: argparse.Namespace) -> None:
     sim_port = _free_port()
     os.environ["GATEWAY_DEMO_UPSTREAM"] = f"http://127.0.0.1:{sim_port}"
     settings = Settings(config=str(args.config), host="127.0.0.1", port=args.port, api_keys="")
-    accesslog.configure(settings.log_level)
     config = _load_or_exit(settings.config)
     servers = [
         uvicorn.Server(uvicorn.Config(simulator(), host="127.0.0.1", port=sim_port, log_level="warning",

@@ -9,6 +9,7 @@ The tree::
     │   ├── Unauthorized               401     authentication_error / invalid_api_key
     │   ├── ModelNotFound              404     invalid_request_error / model_not_found
     │   └── PayloadTooLarge            413     invalid_request_error / payload_too_large
+    ├── InternalError                  500     server_error / internal_error (a bug of ours)
     ├── NoRouteAvailable               503     service_unavailable / provider_disabled
     └── UpstreamError                          what an upstream said or did, mapped once
         ├── UpstreamRejected           400     the upstream refused the request as invalid
@@ -82,6 +83,10 @@ class ModelNotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"
+
+
+class InternalError(GatewayError):
+    code = "internal_error"
 
 
 class NoRouteAvailable(GatewayError):

@@ -15,7 +15,7 @@ class Exchange:
     provider: str | None = None
     upstream_model: str | None = None
     stream: bool = False
-    status: int = 0
+    status: int = 0  # set when the response starts
     attempts: int = 0
     error_code: str | None = None
     ttfb: float | None = None  # seconds from start to the upstream's first byte
@@ -26,6 +26,10 @@ class Exchange:
     attempt_log: list[tuple[str, str]] = field(default_factory=list)  # (provider, "ok" or error code)
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (provider, param) of skipped routes
     body: bytes | None = None  # what the upstream was sent, kept only with GATEWAY_LOG_BODIES=true
+
+    @property
+    def responded(self) -> bool:
+        return self.status != 0
 
     def since_start(self) -> float:
         return time.perf_counter() - self.started

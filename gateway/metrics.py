@@ -37,6 +37,23 @@ PROVIDER_UP = Gauge("gateway_provider_up", "1 when the provider's last attempt d
                     "disabled)", ["provider"], multiprocess_mode="mostrecent")
 
 
+class _Children:
+    """``metric.labels(*values)``, remembered: the label sets are few (configured names only), and
+    prometheus_client's own lookup checks and converts every value on every call."""
+
+    __slots__ = ("_metric", "_seen")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._seen: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._seen.get(values)
+        if child is None:
+            child = self._seen[values] = self._metric.labels(*values)
+        return child
+
+
 def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
     yield "prompt", usage.get("prompt_tokens")
     yield "completion", usage.get("completion_tokens")
@@ -49,12 +66,15 @@ class Metrics:
 
     def __init__(self) -> None:
         self.aliases: frozenset[str] = frozenset()
+        self.requests, self.duration, self.ttfb = _Children(REQUESTS), _Children(DURATION), _Children(TTFB)
+        self.ttft, self.tokens, self.attempts = _Children(TTFT), _Children(TOKENS), _Children(ATTEMPTS)
+        self.rejections, self.provider_up = _Children(REJECTIONS), _Children(PROVIDER_UP)
 
     def configure(self, aliases: Iterable[str], providers: dict[str, bool]) -> None:
         """The names in force (called at start and on reload); ``providers``: name -> enabled."""
         self.aliases = frozenset(aliases)
         for name, enabled in providers.items():
-            PROVIDER_UP.labels(name).set(1 if enabled else 0)
+            self.provider_up(name).set(1 if enabled else 0)
 
     def started(self) -> None:
         INFLIGHT.inc()
@@ -63,26 +83,26 @@ class Metrics:
         INFLIGHT.dec()
         model = exchange.alias if exchange.alias in self.aliases else "unknown"
         provider = exchange.provider or "none"
-        REQUESTS.labels(model, provider, str(exchange.status)).inc()
-        DURATION.labels(model, provider).observe(exchange.since_start())
+        self.requests(model, provider, str(exchange.status)).inc()
+        self.duration(model, provider).observe(exchange.since_start())
         for name, outcome in exchange.attempt_log:
-            ATTEMPTS.labels(name, outcome).inc()
+            self.attempts(name, outcome).inc()
             if outcome in ("ok", "upstream_rejected", "content_filter"):
-                PROVIDER_UP.labels(name).set(1)
+                self.provider_up(name).set(1)
             elif outcome in ("upstream_error", "upstream_timeout"):
-                PROVIDER_UP.labels(name).set(0)
+                self.provider_up(name).set(0)
         for name, param in exchange.rejections:
-            REJECTIONS.labels(name, _INDEX.sub("[]", param)).inc()
+            self.rejections(name, _INDEX.sub("[]", param)).inc()
         if exchange.ttfb is not None and exchange.provider:
-            TTFB.labels(provider).observe(exchange.ttfb)
+            self.ttfb(provider).observe(exchange.ttfb)
         if exchange.first_reasoning is not None:
-            TTFT.labels(model, provider, "reasoning").observe(exchange.first_reasoning)
+            self.ttft(model, provider, "reasoning").observe(exchange.first_reasoning)
         if exchange.first_content is not None:
-            TTFT.labels(model, provider, "content").observe(exchange.first_content)
+            self.ttft(model, provider, "content").observe(exchange.first_content)
         if exchange.usage:
             for kind, count in _tokens(exchange.usage):
                 if isinstance(count, int) and count > 0:
-                    TOKENS.labels(model, provider, kind).inc(count)
+                    self.tokens(model, provider, kind).inc(count)
 
 
 def _registry() -> CollectorRegistry | None:

@@ -32,6 +32,7 @@ class Upstream:
     def __init__(self, max_connections: int = 1000) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._per_provider: dict[int, tuple[Provider, dict[str, str], aiohttp.ClientTimeout]] = {}
 
     @property
     def ready(self) -> bool:
@@ -48,20 +49,24 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
+    def _fixed(self, provider: Provider) -> tuple[dict[str, str], aiohttp.ClientTimeout]:
+        """What every request to ``provider`` carries, built once (a reload brings new Providers)."""
+        fixed = self._per_provider.get(id(provider))
+        if fixed is None or fixed[0] is not provider:
+            headers = {"Authorization": f"Bearer {provider.api_key}", "Content-Type": "application/json",
+                       "User-Agent": f"glm-gateway/{__version__}"}
+            timeout = aiohttp.ClientTimeout(total=None, connect=provider.timeout.connect,
+                                            sock_read=provider.timeout.read)
+            fixed = self._per_provider[id(provider)] = (provider, headers, timeout)
+        return fixed[1], fixed[2]
+
     @contextlib.asynccontextmanager
     async def post(self, provider: Provider, body: bytes, *, stream: bool,
                    request_id: str) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the provider; yields the response once its headers arrived, 2xx only."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        headers = {
-            "Authorization": f"Bearer {provider.api_key}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            "User-Agent": f"glm-gateway/{__version__}",
-            "X-Request-Id": request_id,
-        }
-        timeout = aiohttp.ClientTimeout(total=None, connect=provider.timeout.connect,
-                                        sock_read=provider.timeout.read)
+        base, timeout = self._fixed(provider)
+        headers = {**base, "Accept": "text/event-stream" if stream else "application/json", "X-Request-Id": request_id}
         with mapped_errors(provider):
             async with self._session.post(provider.url, data=body, headers=headers, timeout=timeout,
                                           allow_redirects=False) as response:

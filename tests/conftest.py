@@ -76,8 +76,9 @@ def _fresh_simulator(request: pytest.FixtureRequest) -> None:
 
 
 def start_gateway(config: Path, **settings: Any) -> Any:
-    """A gateway on a free port, as a context manager yielding its base URL."""
-    return serve(create_app(Settings(config=str(config), **settings)))
+    """A gateway on a free port, as a context manager yielding its base URL (request lines are
+    not logged unless the test asks for ``log_level="info"``)."""
+    return serve(create_app(Settings(config=str(config), **{"log_level": "warning", **settings})))
 
 
 @pytest.fixture(scope="session")
