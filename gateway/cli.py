@@ -18,7 +18,8 @@ from .config import Config, ConfigError, load
 from .settings import SUPERVISED, Settings, is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+# An installed wheel has no config/ beside it: the image points GATEWAY_DEMO_CONFIG at its copy.
+DEMO_CONFIG = os.environ.get("GATEWAY_DEMO_CONFIG") or str(ROOT / "config" / "demo.yaml")
 
 
 def _load_or_exit(path: str) -> Config:
