@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEYS, Simulator, config_text, start_gateway
 from tests.servers import free_port, serve
-from tests.upstreams import HugeEvent, Redirecting, SlowStream
+from tests.upstreams import HugeEvent, Inventive, Redirecting, SlowStream
 
 USER = {"role": "user", "content": "hi"}
 
@@ -31,7 +31,8 @@ def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ri
     redirect, slow = Redirecting(), SlowStream()
     with contextlib.ExitStack() as stack:
         urls = {name: stack.enter_context(serve(app)) for name, app in
-                {"redirect": redirect, "huge": HugeEvent(1024 * 1024 + 10), "slow": slow}.items()}
+                {"redirect": redirect, "huge": HugeEvent(1024 * 1024 + 10), "slow": slow,
+                 "inventive": Inventive()}.items()}
         extra = (
             f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n    api_key: {UPSTREAM_KEYS['powertokens']}\n"
             f"  down:\n    profile: openai\n    base_url: http://127.0.0.1:{free_port()}/v1\n    api_key: k\n"
@@ -154,6 +155,16 @@ def test_an_oversized_event_ends_the_stream_with_an_error(http: httpx.Client) ->
     events = events_of(http, "glm-huge")
     assert events[0].startswith(b'data: {"choices"')
     assert b"larger than 1048576 bytes" in events[-1]
+
+
+def test_values_an_upstream_invents_come_back_unchanged(http: httpx.Client) -> None:
+    response = chat(http, "glm-inventive")
+    assert response.content == Inventive.JSON
+    assert response.headers["x-ratelimit-remaining-requests"] == "41" and response.headers["retry-after"] == "3"
+    assert "x-internal-secret" not in response.headers
+    with http.stream("POST", "/v1/chat/completions",
+                     json={"model": "glm-inventive", "messages": [USER], "stream": True}) as streamed:
+        assert streamed.read() == Inventive.SSE
 
 
 def test_redirects_are_not_followed(http: httpx.Client, rig: Rig) -> None:

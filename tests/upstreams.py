@@ -75,3 +75,31 @@ class SlowStream:
             self.events_sent += 1
             await asyncio.sleep(0.05)
         watcher.cancel()
+
+
+class Inventive:
+    """Answers with values no page documents (finish reasons, usage fields) and rate-limit headers."""
+
+    JSON = (b'{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":'
+            b'{"role":"assistant","content":"hm"},"finish_reason":"sensitive"}],"usage":{"prompt_tokens":1,'
+            b'"completion_tokens":1,"total_tokens":2,"web_search_tokens":7}}')
+    SSE = (b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+           b'"delta":{"content":"hm"},"finish_reason":null}]}\n\n'
+           b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+           b'"delta":{},"finish_reason":"network_error"}],"usage":{"prompt_tokens":1,"completion_tokens":1,'
+           b'"total_tokens":2,"web_search_tokens":7}}\n\ndata: [DONE]\n\n')
+    HEADERS = [(b"x-ratelimit-remaining-requests", b"41"), (b"retry-after", b"3"), (b"x-internal-secret", b"no")]
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        stream = b'"stream":true' in body
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream" if stream else b"application/json"), *self.HEADERS]})
+        await send({"type": "http.response.body", "body": self.SSE if stream else self.JSON})
