@@ -6,7 +6,9 @@ Used the way uvicorn's own suite does it: start, wait until it listens, yield it
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -40,3 +42,13 @@ def serve(app: Any, *, port: int | None = None, **config: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """Ask a server process to stop; kill it if it does not within ``timeout``."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.servers import free_port
+from tests.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,12 +27,7 @@ def running(*args: str) -> Iterator[subprocess.Popen[str]]:
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGINT)
 
 
 def wait_for(url: str) -> None:

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.conftest import UPSTREAM_KEYS, Simulator, config_text, start_gateway
-from tests.servers import free_port
+from tests.servers import free_port, stop
 from tests.test_metrics import scrape, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +56,7 @@ def gateway_process(config: Path, *args: str, **env: str) -> Iterator[Served]:
         wait_until(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, what=f"{url}/readyz", log=lines)
         yield Served(process, url, lines)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def wait_until(check, what: str, timeout: float = 20, log: list[str] | None = None) -> None:

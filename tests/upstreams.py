@@ -8,9 +8,17 @@ import threading
 from typing import Any
 
 
-async def _drain(receive: Any) -> None:
-    while (await receive()).get("more_body"):
-        pass
+async def _body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def _start_sse(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
 
 
 class Redirecting:
@@ -20,7 +28,7 @@ class Redirecting:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await _drain(receive)
+        await _body(receive)
         self.hits += 1
         await send({"type": "http.response.start", "status": 307,
                     "headers": [(b"location", b"http://127.0.0.1:9/v1/chat/completions")]})
@@ -36,9 +44,8 @@ class HugeEvent:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await _drain(receive)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await _body(receive)
+        await _start_sse(send)
         await send({"type": "http.response.body", "more_body": True,
                     "body": b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'})
         filler = b"x" * self.size
@@ -57,9 +64,8 @@ class SlowStream:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await _drain(receive)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await _body(receive)
+        await _start_sse(send)
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -93,13 +99,7 @@ class Inventive:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        stream = b'"stream":true' in body
+        stream = b'"stream":true' in await _body(receive)
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream" if stream else b"application/json"), *self.HEADERS]})
         await send({"type": "http.response.body", "body": self.SSE if stream else self.JSON})
