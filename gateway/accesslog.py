@@ -30,6 +30,8 @@ class AccessLog:
     def __init__(self, level: str = "info") -> None:
         self.level = LEVELS.get(level.lower(), 20)
         self._flush_pending = False
+        self._stdout: Any = None
+        self._tty = False  # isatty() is a system call: asked once per stdout object
 
     def _write(self, record: dict[str, Any], urgent: bool) -> None:
         line = orjson.dumps(record, option=_LINE)
@@ -38,7 +40,9 @@ class AccessLog:
             sys.stdout.write(line.decode())
             return
         out.write(line)
-        if urgent or sys.stdout.isatty():
+        if sys.stdout is not self._stdout:
+            self._stdout, self._tty = sys.stdout, sys.stdout.isatty()
+        if urgent or self._tty:
             out.flush()
         elif not self._flush_pending:
             self._flush_pending = True
