@@ -21,7 +21,8 @@ from .relay import Headers, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
 from .routing import Router
-from .thinking import read_intent
+from .config import Route
+from .thinking import Intent, read_intent
 from .upstream import Upstream, passed_back
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -79,41 +80,47 @@ class ChatCompletions:
 
     async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
         body = request_body.parse(raw)
-        router = self._router()
         exchange.alias = body["model"]
+        exchange.stream = request_body.wants_stream(body)
+        router = self._router()
         routes = router.candidates(body["model"])
         intent = read_intent(body)
-        stream = request_body.wants_stream(body)
-        exchange.stream = stream
         eligible = router.eligible(routes, body, intent, exchange.rejections)
         for attempt, route in enumerate(eligible, start=1):
-            provider, profile = route.provider, route.provider.profile
-            exchange.attempts, exchange.provider, exchange.upstream_model = attempt, provider.name, route.model
-            upstream_body, dropped = rewrite(body, intent, profile, route.model, stream)
-            exchange.dropped = dropped
-            if self._keep_bodies:
-                exchange.body = upstream_body
+            exchange.attempts = attempt
             try:
-                async with self._upstream.post(provider, upstream_body, stream=stream,
-                                               request_id=exchange.request_id) as response:
-                    headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode())]
-                    if dropped:
-                        headers.append((b"x-gateway-dropped", ",".join(dropped).encode()))
-                    headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
-                    if stream:
-                        wants_usage = request_body.wants_usage(body)
-                        await relay_sse(response, send, headers, provider, exchange, include_usage=wants_usage,
-                                        strip_usage=profile.stream_options and not wants_usage,
-                                        max_event_bytes=self._max_event)
-                    else:
-                        await relay_json(response, send, headers, provider, exchange)
-                exchange.attempt_log.append((provider.name, exchange.error_code or "ok"))
-                return
+                await self._attempt(route, body, intent, send, exchange, id_header)
             except UpstreamError as exc:
-                exchange.attempt_log.append((provider.name, exc.code or "upstream_error"))
-                if exchange.status or not exc.retryable or attempt == len(eligible):
-                    exc.headers.setdefault("x-gateway-provider", provider.name)
+                exchange.attempt_log.append((route.provider.name, exc.code or "upstream_error"))
+                if exchange.responded or not exc.retryable or attempt == len(eligible):
+                    exc.headers.setdefault("x-gateway-provider", route.provider.name)
                     raise
+            else:
+                exchange.attempt_log.append((route.provider.name, exchange.error_code or "ok"))
+                return
+
+    async def _attempt(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
+                       id_header: tuple[bytes, bytes]) -> None:
+        """One route: rewrite -> send -> relay. An UpstreamError before the response starts lets
+        the caller try the next route."""
+        provider, profile, stream = route.provider, route.provider.profile, exchange.stream
+        exchange.provider, exchange.upstream_model = provider.name, route.model
+        upstream_body, exchange.dropped = rewrite(body, intent, profile, route.model, stream)
+        if self._keep_bodies:
+            exchange.body = upstream_body
+        async with self._upstream.post(provider, upstream_body, stream=stream,
+                                       request_id=exchange.request_id) as response:
+            headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode())]
+            if exchange.dropped:
+                headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
+            headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
+            if stream:
+                wants_usage = request_body.wants_usage(body)
+                await relay_sse(response, send, headers, provider, exchange, include_usage=wants_usage,
+                                strip_usage=profile.stream_options and not wants_usage,
+                                max_event_bytes=self._max_event)
+            else:
+                await relay_json(response, send, headers, provider, exchange)
 
 
 class _DisconnectWatcher:
