@@ -90,6 +90,9 @@ def test_two_workers_serve_and_metrics_sum_over_both(config: Path) -> None:
         assert value(samples, "gateway_requests_total", model="glm-toapis", provider="toapis", status="200") == 30
         assert value(samples, "gateway_request_duration_seconds_count", model="glm-toapis", provider="toapis") == 30
         assert value(samples, "gateway_tokens_total", model="glm-toapis", provider="toapis", kind="completion") == 90
+        wait_until(lambda: len(served.logged("request")) == 30, what="30 request lines", log=served.lines)
+        prefixes = {line["request_id"][:12] for line in served.logged("request")}  # one id prefix per process
+        assert len(prefixes) == 2, "both workers log their requests"
 
 
 def test_one_json_line_per_request_and_attempt_without_keys_or_bodies(config: Path) -> None:
