@@ -16,23 +16,23 @@ import pytest
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEYS, Simulator, config_text, start_gateway
 from tests.servers import free_port, serve
-from tests.upstreams import HugeEvent, Inventive, Redirecting, SlowStream
+from tests.upstreams import HugeEvent, Inventive, Redirecting, SlowJson, SlowStream
 
 USER = {"role": "user", "content": "hi"}
 
 
 class Rig:
-    def __init__(self, url: str, redirect: Redirecting, slow: SlowStream) -> None:
-        self.url, self.redirect, self.slow = url, redirect, slow
+    def __init__(self, url: str, redirect: Redirecting, slow: SlowStream, thinker: SlowJson) -> None:
+        self.url, self.redirect, self.slow, self.thinker = url, redirect, slow, thinker
 
 
 @pytest.fixture(scope="module")
 def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    redirect, slow = Redirecting(), SlowStream()
+    redirect, slow, thinker = Redirecting(), SlowStream(), SlowJson()
     with contextlib.ExitStack() as stack:
         urls = {name: stack.enter_context(serve(app)) for name, app in
                 {"redirect": redirect, "huge": HugeEvent(1024 * 1024 + 10), "slow": slow,
-                 "inventive": Inventive()}.items()}
+                 "inventive": Inventive(), "thinker": thinker}.items()}
         extra = (
             f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n    api_key: {UPSTREAM_KEYS['powertokens']}\n"
             f"  down:\n    profile: openai\n    base_url: http://127.0.0.1:{free_port()}/v1\n    api_key: k\n"
@@ -49,7 +49,7 @@ def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ri
         path.write_text(config_text(sim.url, extra, models))
         url = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=4096,
                                                   log_level="info"))
-        yield Rig(url, redirect, slow)
+        yield Rig(url, redirect, slow, thinker)
 
 
 @pytest.fixture
@@ -180,6 +180,13 @@ def test_a_client_that_leaves_cancels_the_upstream_request(rig: Rig) -> None:
             next(response.iter_raw())
     assert rig.slow.gone.wait(2), "the upstream never saw the gateway hang up"
     assert rig.slow.events_sent < 20
+
+
+def test_a_client_that_leaves_a_json_request_cancels_it_too(rig: Rig) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{rig.url}/v1/chat/completions", headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                   json={"model": "glm-thinker", "messages": [USER]}, timeout=0.5)
+    assert rig.thinker.gone.wait(2), "the upstream never saw the gateway hang up"
 
 
 def test_bodies_over_the_limit_are_413_announced_or_chunked(http: httpx.Client, sim: Simulator) -> None:

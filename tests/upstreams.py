@@ -103,3 +103,24 @@ class Inventive:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream" if stream else b"application/json"), *self.HEADERS]})
         await send({"type": "http.response.body", "body": self.SSE if stream else self.JSON})
+
+
+class SlowJson:
+    """Thinks for up to 10 s before a JSON answer; records when its client went away."""
+
+    def __init__(self) -> None:
+        self.gone = threading.Event()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await _body(receive)
+        try:
+            message = await asyncio.wait_for(receive(), timeout=10)
+        except asyncio.TimeoutError:
+            message = {}
+        if message.get("type") == "http.disconnect":
+            self.gone.set()
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": Inventive.JSON})
