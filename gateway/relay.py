@@ -7,6 +7,8 @@ client's stream with an ``data: {"error": ...}`` event, never a hang (issue 4, p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +26,8 @@ Headers = list[tuple[bytes, bytes]]
 
 SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                         (b"x-accel-buffering", b"no")]
-_DONE_EVENT = b"data: [DONE]\n\n"
+_DONE = b"data: [DONE]"
+_DRAIN_SECONDS = 1.0
 
 
 async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
@@ -79,12 +82,13 @@ class _StreamState:
             return event  # the upstream's own shape, unchanged
         # OpenAI's shape: usage only on a final chunk with empty choices (sent before [DONE]).
         self.template = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
-        return frame(orjson.dumps({k: v for k, v in chunk.items() if k != "usage"}))[:-2]
+        return b"data: " + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
 
     def usage_chunk(self) -> bytes | None:
+        """The event (without its terminator) carrying usage in OpenAI's shape, if one is owed."""
         if not self.include_usage or self.usage_sent or self.usage is None:
             return None
-        return frame(orjson.dumps({**self.template, "choices": [], "usage": self.usage}))
+        return b"data: " + orjson.dumps({**self.template, "choices": [], "usage": self.usage})
 
 
 async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
@@ -93,38 +97,46 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
     state = _StreamState(exchange, include_usage, strip_usage)
     splitter = EventSplitter(max_event_bytes)
-    done = False
     try:
         with mapped_errors(provider):
             async for chunk in response.content.iter_any():
                 if exchange.ttfb is None:
                     exchange.ttfb = exchange.since_start()
-                out = []
+                events: list[bytes] = []  # what the client gets from this read, without terminators
+                done = False
                 for event in splitter.feed(chunk):
                     data = data_of(event)
                     if data is None:  # a comment such as ": keep-alive", or a field-only event
-                        out.append(event + b"\n\n")
+                        events.append(event)
                     elif data == DONE:
                         usage = state.usage_chunk()
-                        out.extend((usage, _DONE_EVENT) if usage else (_DONE_EVENT,))
+                        events.extend((usage, _DONE) if usage else (_DONE,))
                         done = True
                         break
                     else:
                         relayed = _relayed(data, event, state, provider)
                         if relayed is not None:
-                            out.append(relayed + b"\n\n")
-                if out:
-                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                            events.append(relayed)
+                if events:
+                    await send({"type": "http.response.body", "body": b"\n\n".join(events) + b"\n\n",
+                                "more_body": not done})
                 if done:
-                    break
-        if not done:
-            raise UpstreamUnavailable(f"{provider.name} ended the stream before [DONE]")
+                    await _drain(response)
+                    return
+        raise UpstreamUnavailable(f"{provider.name} ended the stream before [DONE]")
     except EventTooLarge as exc:
         await _end_with_error(send, exchange, UpstreamUnavailable(f"{provider.name}: {exc}"))
     except GatewayError as exc:
         await _end_with_error(send, exchange, exc)
-    else:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows [DONE] (usually only the end of the chunked body) after the client has its
+    answer, so the upstream connection goes back to the pool: closed, the next stream would pay
+    a new connection, TLS handshake included, to a remote upstream."""
+    if not response.content.at_eof():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(response.content.read(), _DRAIN_SECONDS)
 
 
 def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider) -> bytes | None:

@@ -16,23 +16,24 @@ import pytest
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEYS, Simulator, config_text, start_gateway
 from tests.servers import free_port, serve
-from tests.upstreams import HugeEvent, Inventive, Redirecting, SlowJson, SlowStream
+from tests.upstreams import HugeEvent, Inventive, Lingering, Redirecting, SlowJson, SlowStream
 
 USER = {"role": "user", "content": "hi"}
 
 
 class Rig:
-    def __init__(self, url: str, redirect: Redirecting, slow: SlowStream, thinker: SlowJson) -> None:
-        self.url, self.redirect, self.slow, self.thinker = url, redirect, slow, thinker
+    def __init__(self, url: str, redirect: Redirecting, slow: SlowStream, thinker: SlowJson,
+                 lingering: Lingering) -> None:
+        self.url, self.redirect, self.slow, self.thinker, self.lingering = url, redirect, slow, thinker, lingering
 
 
 @pytest.fixture(scope="module")
 def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    redirect, slow, thinker = Redirecting(), SlowStream(), SlowJson()
+    redirect, slow, thinker, lingering = Redirecting(), SlowStream(), SlowJson(), Lingering()
     with contextlib.ExitStack() as stack:
         urls = {name: stack.enter_context(serve(app)) for name, app in
                 {"redirect": redirect, "huge": HugeEvent(1024 * 1024 + 10), "slow": slow,
-                 "inventive": Inventive(), "thinker": thinker}.items()}
+                 "inventive": Inventive(), "thinker": thinker, "lingering": lingering}.items()}
         extra = (
             f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n    api_key: {UPSTREAM_KEYS['powertokens']}\n"
             f"  down:\n    profile: openai\n    base_url: http://127.0.0.1:{free_port()}/v1\n    api_key: k\n"
@@ -49,7 +50,7 @@ def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ri
         path.write_text(config_text(sim.url, extra, models))
         url = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=4096,
                                                   log_level="info"))
-        yield Rig(url, redirect, slow, thinker)
+        yield Rig(url, redirect, slow, thinker, lingering)
 
 
 @pytest.fixture
@@ -165,6 +166,14 @@ def test_values_an_upstream_invents_come_back_unchanged(http: httpx.Client) -> N
     with http.stream("POST", "/v1/chat/completions",
                      json={"model": "glm-inventive", "messages": [USER], "stream": True}) as streamed:
         assert streamed.read() == Inventive.SSE
+
+
+def test_upstream_connections_are_reused_across_streams(http: httpx.Client, rig: Rig) -> None:
+    for _ in range(3):
+        events = events_of(http, "glm-lingering")
+        assert events[-1] == b"data: [DONE]"
+        time.sleep(0.1)  # the gateway reads the end of the body after the client has its answer
+    assert len(set(rig.lingering.clients)) == 1, rig.lingering.clients
 
 
 def test_redirects_are_not_followed(http: httpx.Client, rig: Rig) -> None:

@@ -124,3 +124,22 @@ class SlowJson:
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": Inventive.JSON})
+
+
+class Lingering:
+    """Streams, sends [DONE], and ends the body 20 ms later (as a slow generator does); records the
+    client address of each request, so a test can tell whether its connection was reused."""
+
+    def __init__(self) -> None:
+        self.clients: list[tuple[str, int]] = []
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await _body(receive)
+        self.clients.append(tuple(scope["client"]))
+        await _start_sse(send)
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'})
+        await asyncio.sleep(0.02)
+        await send({"type": "http.response.body", "body": b""})
