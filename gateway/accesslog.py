@@ -68,7 +68,7 @@ class AccessLog:
             "event": "request", "request_id": exchange.request_id, "model": exchange.alias,
             "provider": exchange.provider, "upstream_model": exchange.upstream_model, "stream": exchange.stream,
             "status": exchange.status, "error": exchange.error_code, "attempts": exchange.attempts,
-            "latency_ms": _ms(exchange.since_start()), "ttfb_ms": _ms(exchange.ttfb),
+            "latency_ms": _ms(exchange.latency()), "ttfb_ms": _ms(exchange.ttfb),
             "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
         }
         if exchange.dropped:

@@ -26,6 +26,7 @@ class Exchange:
     attempt_log: list[tuple[str, str]] = field(default_factory=list)  # (provider, "ok" or error code)
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (provider, param) of skipped routes
     body: bytes | None = None  # what the upstream was sent, kept only with GATEWAY_LOG_BODIES=true
+    ended: float | None = None  # when the client had its last byte, if the gateway had more to do
 
     @property
     def responded(self) -> bool:
@@ -33,3 +34,7 @@ class Exchange:
 
     def since_start(self) -> float:
         return time.perf_counter() - self.started
+
+    def latency(self) -> float:
+        """Seconds from the request's start to the client's last byte."""
+        return (self.ended or time.perf_counter()) - self.started

@@ -84,7 +84,7 @@ class Metrics:
         model = exchange.alias if exchange.alias in self.aliases else "unknown"
         provider = exchange.provider or "none"
         self.requests(model, provider, str(exchange.status)).inc()
-        self.duration(model, provider).observe(exchange.since_start())
+        self.duration(model, provider).observe(exchange.latency())
         for name, outcome in exchange.attempt_log:
             self.attempts(name, outcome).inc()
             if outcome in ("ok", "upstream_rejected", "content_filter"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -121,6 +122,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
                     await send({"type": "http.response.body", "body": b"\n\n".join(events) + b"\n\n",
                                 "more_body": not done})
                 if done:
+                    exchange.ended = time.perf_counter()
                     await _drain(response)
                     return
         raise UpstreamUnavailable(f"{provider.name} ended the stream before [DONE]")
