@@ -1,9 +1,11 @@
-"""Small misbehaving upstreams the simulators do not cover: a redirect, an oversized SSE event, and
-a slow stream that notices when the gateway hangs up on it."""
+"""Small upstreams for what the simulators do not cover: a redirect, an oversized SSE event, slow
+answers that notice when the gateway hangs up, invented values, a lingering body end, and an
+OpenAI-style upstream that honours stream_options.include_usage."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -143,3 +145,24 @@ class Lingering:
                     "body": b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'})
         await asyncio.sleep(0.02)
         await send({"type": "http.response.body", "body": b""})
+
+
+class UsageHonouring:
+    """An OpenAI-style upstream: streams two content chunks and, when the request asks for
+    ``stream_options.include_usage``, a usage-only chunk with empty choices. Records request bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.loads(await _body(receive))
+        self.bodies.append(body)
+        await _start_sse(send)
+        out = b"".join(b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+                       b'"delta":{"content":"%s"},"finish_reason":null}]}\n\n' % word for word in (b"a", b"b"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            out += (b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+                    b'"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}\n\n')
+        await send({"type": "http.response.body", "body": out + b"data: [DONE]\n\n"})
