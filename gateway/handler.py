@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -165,6 +166,8 @@ class _DisconnectWatcher:
             self._task.cancel()
 
 
+# A client's request id is sent upstream and logged: printable, bounded, or replaced by our own.
+_SAFE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
@@ -178,8 +181,8 @@ def _headers(scope: dict[str, Any]) -> tuple[str | None, str | None]:
     """The client's x-request-id and content-length, in one pass over the headers."""
     request_id = length = None
     for key, value in scope["headers"]:
-        if key == b"x-request-id":
-            request_id = value.decode("latin-1")[:128] or None
+        if key == b"x-request-id" and _SAFE_ID.fullmatch(value):
+            request_id = value.decode()
         elif key == b"content-length":
             length = value.decode("latin-1")
     return request_id, length

@@ -138,3 +138,7 @@ def test_request_id_is_taken_from_the_client_or_made(http: httpx.Client, sim: Si
     assert sim.last()["headers"]["x-request-id"] == "req-from-client-1"
     made = http.post("/v1/chat/completions", json={"model": "glm-toapis", "messages": [USER]}).headers["x-request-id"]
     assert len(made) == 32 and sim.last()["headers"]["x-request-id"] == made
+    for unsafe in (b"\xff\xfe", b"a" * 129, b"id with spaces", b"{json}"):
+        response = http.post("/v1/chat/completions", json={"model": "glm-toapis", "messages": [USER]},
+                             headers={"x-request-id": unsafe})
+        assert response.status_code == 200 and len(response.headers["x-request-id"]) == 32
