@@ -32,8 +32,6 @@ from .settings import SUPERVISED, Settings
 from .upstream import Upstream
 
 
-
-
 class Gateway:
     """The process's state: settings, the routing table in force, the upstream pool, and what
     hears about each request (metrics, access log)."""

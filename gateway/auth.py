@@ -14,6 +14,8 @@ from .errors import Unauthorized
 from .responses import send_error
 
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]
+_NO_CLIENT_KEY = Unauthorized("missing or unknown API key: send Authorization: Bearer <key>")
+_NO_ADMIN_KEY = Unauthorized("the admin endpoints need the admin key (GATEWAY_ADMIN_KEY)")
 
 ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 
@@ -41,11 +43,9 @@ class ClientAuth:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/v1/") and self.client_keys:
-                if not _matches(_bearer(scope), self.client_keys):
-                    return await send_error(send, Unauthorized("missing or unknown API key: send Authorization: Bearer <key>"), _CHALLENGE)
-            elif path.startswith("/admin/"):
-                if not _matches(_bearer(scope), self.admin_keys):
-                    return await send_error(send, Unauthorized("the admin endpoints need the admin key (GATEWAY_ADMIN_KEY)"), _CHALLENGE)
+            if path.startswith("/v1/") and self.client_keys and not _matches(_bearer(scope), self.client_keys):
+                return await send_error(send, _NO_CLIENT_KEY, _CHALLENGE)
+            if path.startswith("/admin/") and not _matches(_bearer(scope), self.admin_keys):
+                return await send_error(send, _NO_ADMIN_KEY, _CHALLENGE)
         await self.app(scope, receive, send)
 

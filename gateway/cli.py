@@ -34,7 +34,8 @@ def _print_table(config: Config) -> None:
     print("providers:")
     for p in config.providers.values():
         state = "enabled" if p.enabled else f"DISABLED (set {p.key_variable})"
-        print(f"  {p.name:<14} profile={p.profile.name:<12} thinking={p.profile.thinking.name:<12} {p.base_url}  {state}")
+        print(f"  {p.name:<14} profile={p.profile.name:<12} thinking={p.profile.thinking.name:<12} "
+              f"{p.base_url}  {state}")
     print("models:")
     for alias, routes in config.models.items():
         shown = ", ".join(f"{r.provider.name}:{r.model}{'' if r.provider.enabled else ' (disabled)'}" for r in routes)

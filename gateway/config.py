@@ -137,7 +137,8 @@ def _provider(name: str, raw: Any, path: str) -> Provider:
     raw = _mapping(raw, path, key)
     unknown = set(raw) - _PROVIDER_KEYS
     if unknown:
-        raise ConfigError(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; expected {', '.join(sorted(_PROVIDER_KEYS))}")
+        raise ConfigError(path, f"{key}.{sorted(unknown)[0]}",
+                          f"unknown key; expected {', '.join(sorted(_PROVIDER_KEYS))}")
     profile_name = raw.get("profile", name)
     try:
         profile = profiles.builtin(profile_name)

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import request as request_body
+from .config import Route
 from .errors import GatewayError, InternalError, InvalidRequest, PayloadTooLarge, UpstreamError
 from .exchange import Exchange
 from .relay import Headers, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
 from .routing import Router
-from .config import Route
 from .thinking import Intent, read_intent
 from .upstream import Upstream, passed_back
 

@@ -65,6 +65,6 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
         dropped += lost
     messages = body["messages"]
     rewritten = [_message(m, profile) for m in messages]
-    if any(new is not old for new, old in zip(rewritten, messages)):
+    if any(new is not old for new, old in zip(rewritten, messages, strict=True)):
         out["messages"] = rewritten
     return orjson.dumps(out), dropped

@@ -30,7 +30,7 @@ class Intent:
         """The budget to send and the client field it comes from."""
         if self.budget is not None:
             return self.budget, "thinking_budget"
-        if self.mode == "enabled" and self.effort in dialect.effort_budgets:
+        if self.mode == "enabled" and self.effort is not None and self.effort in dialect.effort_budgets:
             return dialect.effort_budgets[self.effort], "reasoning_effort"
         return None, None
 

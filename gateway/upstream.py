@@ -7,7 +7,6 @@ second than httpx's default pool (issue 4, "Speed"; measured in bench/).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,8 +16,14 @@ import orjson
 
 from . import __version__
 from .config import Provider
-from .errors import (ContentFiltered, UpstreamError, UpstreamRateLimited, UpstreamRejected,
-                     UpstreamTimeout, UpstreamUnavailable)
+from .errors import (
+    ContentFiltered,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 #: Upstream response headers a client gets back (issue 4, "Decisions"); plus each profile's own.
 PASSED_BACK = ("retry-after",)
@@ -83,10 +88,11 @@ def mapped_errors(provider: Provider) -> Iterator[None]:
         yield
     except UpstreamError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"{provider.name} did not answer in time") from None
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(f"{provider.name} could not be reached: {exc.os_error.strerror or 'connect failed'}") from None
+        reason = exc.os_error.strerror or "connect failed"
+        raise UpstreamUnavailable(f"{provider.name} could not be reached: {reason}") from None
     except aiohttp.ClientPayloadError:
         raise UpstreamUnavailable(f"{provider.name} broke off its response") from None
     except aiohttp.ClientError as exc:

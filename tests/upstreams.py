@@ -119,7 +119,7 @@ class SlowJson:
         await _body(receive)
         try:
             message = await asyncio.wait_for(receive(), timeout=10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             message = {}
         if message.get("type") == "http.disconnect":
             self.gone.set()
