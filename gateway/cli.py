@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from .accesslog import AccessLog
@@ -52,7 +53,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             os.environ[f"GATEWAY_{name.upper()}"] = str(value)
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"GATEWAY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"gateway: settings error: {problems}")
 
 
 class _Supervisor(Multiprocess):
@@ -88,8 +93,8 @@ def serve(args: argparse.Namespace) -> None:
         serve_separately(settings.metrics_port, settings.host)
     server_config = uvicorn.Config("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
                                    workers=args.workers, loop="uvloop", http="httptools",
-                                   log_level=settings.log_level.lower(), access_log=False,
-                                   timeout_graceful_shutdown=30)
+                                   log_level=settings.log_level, access_log=False,
+                                   timeout_graceful_shutdown=int(settings.shutdown_grace))
     if args.workers > 1:
         os.environ[SUPERVISED] = "1"
         _Supervisor(server_config, [server_config.bind_socket()], settings.config).run()

@@ -113,8 +113,8 @@ def _api_key(raw: Mapping[str, Any], path: str, key: str) -> tuple[str | None, s
     if not isinstance(value, str) or not value:
         raise ConfigError(path, f"{key}.api_key", "required: a key, or ${VARIABLE} to read it from")
     match = _VAR.fullmatch(value)
-    if match and match.group(1) not in os.environ and match.group(2) is None:
-        return None, match.group(1)
+    if match and not os.environ.get(match.group(1)) and match.group(2) is None:
+        return None, match.group(1)  # unset or empty (a blank line in an .env file): disabled
     return _expand(value, path, f"{key}.api_key"), match.group(1) if match else None
 
 
@@ -140,6 +140,8 @@ def _provider(name: str, raw: Any, path: str) -> Provider:
         raise ConfigError(path, f"{key}.{sorted(unknown)[0]}",
                           f"unknown key; expected {', '.join(sorted(_PROVIDER_KEYS))}")
     profile_name = raw.get("profile", name)
+    if not isinstance(profile_name, str):
+        raise ConfigError(path, f"{key}.profile", f"expected a profile name; built-in: {', '.join(profiles.names())}")
     try:
         profile = profiles.builtin(profile_name)
     except KeyError:
@@ -153,7 +155,12 @@ def _provider(name: str, raw: Any, path: str) -> Provider:
     except ProfileError as exc:
         raise ConfigError(path, exc.key, exc.problem) from None
     base_url = _string(raw, "base_url", path, key)
-    if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+    try:
+        parts = urlsplit(base_url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
         raise ConfigError(path, f"{key}.base_url", f"expected an http(s) URL, got {base_url!r}")
     api_key, variable = _api_key(raw, path, key)
     return Provider(name=name, profile=profile, base_url=base_url, api_key=api_key, key_variable=variable,
@@ -175,16 +182,34 @@ def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) 
     return tuple(routes)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's quote of the line: that line may hold a literal key."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
 def load(path: str | Path) -> Config:
     path = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, "(file)", exc.strerror or str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "(file)", f"not UTF-8 text (byte {exc.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, "(yaml)", str(exc).replace("\n", " ")) from None
+        raise ConfigError(path, "(yaml)", _yaml_problem(exc)) from None
+    try:
+        return _table(raw, path)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AttributeError) as exc:  # a shape no check above foresaw
+        raise ConfigError(path, "(structure)", f"unexpected value ({type(exc).__name__})") from None
+
+
+def _table(raw: Any, path: str) -> Config:
     raw = _mapping(raw, path, "(top level)")
     unknown = set(raw) - {"providers", "models"}
     if unknown:

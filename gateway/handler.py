@@ -9,6 +9,7 @@ over to the next one. Nothing is sent upstream for a request no route can take.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -17,12 +18,20 @@ from typing import Any, Protocol
 
 from . import request as request_body
 from .config import Route
-from .errors import GatewayError, InternalError, InvalidRequest, PayloadTooLarge, UpstreamError
+from .errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from .exchange import Exchange
 from .relay import Headers, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
 from .routing import Router
+from .sse import frame
 from .thinking import Intent, read_intent
 from .upstream import Upstream, passed_back
 
@@ -64,7 +73,12 @@ class ChatCompletions:
             exchange.status, exchange.error_code = exc.status, exc.code
             await send_error(send, exc, [id_header])
         except asyncio.CancelledError:
-            if not watcher.disconnected:
+            if not watcher.disconnected:  # shut down past its grace period: say so rather than cut off
+                exchange.error_code = "shutdown"
+                if exchange.responded and exchange.stream:
+                    with contextlib.suppress(Exception):
+                        await send({"type": "http.response.body", "body": frame(_SHUTTING_DOWN.body()),
+                                    "more_body": False})
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             exchange.status = 499  # the client went away; the upstream request was cancelled with it
@@ -77,7 +91,10 @@ class ChatCompletions:
                                                      f"{exchange.request_id}"), [id_header])
         finally:
             watcher.stop()
-            self._observer.finished(exchange)
+            try:
+                self._observer.finished(exchange)
+            except Exception as exc:  # the answer is out; a bug in recording it must not reach the client
+                self._observer.failed(exchange, exc)
 
     async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
         body = request_body.parse(raw)
@@ -95,6 +112,8 @@ class ChatCompletions:
                 exchange.attempt_log.append((route.provider.name, exc.code or "upstream_error"))
                 if exchange.responded or not exc.retryable or attempt == len(eligible):
                     exc.headers.setdefault("x-gateway-provider", route.provider.name)
+                    if exchange.dropped:
+                        exc.headers.setdefault("x-gateway-dropped", ",".join(exchange.dropped))
                     raise
             else:
                 exchange.attempt_log.append((route.provider.name, exchange.error_code or "ok"))
@@ -111,6 +130,7 @@ class ChatCompletions:
             exchange.body = upstream_body
         async with self._upstream.post(provider, upstream_body, stream=stream,
                                        request_id=exchange.request_id) as response:
+            exchange.ttfb = exchange.since_start()  # the upstream's first bytes: its status and headers
             headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode())]
             if exchange.dropped:
                 headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
@@ -165,6 +185,8 @@ class _DisconnectWatcher:
         if self._task is not None:
             self._task.cancel()
 
+
+_SHUTTING_DOWN = UpstreamUnavailable("the gateway is shutting down; this stream was cut off", code="shutdown")
 
 # A client's request id is sent upstream and logged: printable, bounded, or replaced by our own.
 _SAFE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")

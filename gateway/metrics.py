@@ -62,11 +62,17 @@ class _Children:
         return child
 
 
+def _detail(usage: dict[str, Any], group: str, name: str) -> Any:
+    details = usage.get(group)
+    return details.get(name) if isinstance(details, dict) else None
+
+
 def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """Counts by kind from an upstream's usage object, whatever else it holds."""
     yield "prompt", usage.get("prompt_tokens")
     yield "completion", usage.get("completion_tokens")
-    yield "reasoning", (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-    yield "cached", (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    yield "reasoning", _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    yield "cached", _detail(usage, "prompt_tokens_details", "cached_tokens")
 
 
 class Metrics:
@@ -74,6 +80,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.aliases: frozenset[str] = frozenset()
+        self._known_up: set[str] = set()
         self.requests, self.duration, self.ttfb = _Children(REQUESTS), _Children(DURATION), _Children(TTFB)
         self.ttft, self.tokens, self.attempts = _Children(TTFT), _Children(TOKENS), _Children(ATTEMPTS)
         self.rejections, self.provider_up = _Children(REJECTIONS), _Children(PROVIDER_UP)
@@ -82,7 +89,11 @@ class Metrics:
         """The names in force (called at start and on reload); ``providers``: name -> enabled."""
         self.aliases = frozenset(aliases)
         for name, enabled in providers.items():
-            self.provider_up(name).set(1 if enabled else 0)
+            if not enabled:
+                self.provider_up(name).set(0)
+            elif name not in self._known_up:  # a reload keeps what the last attempts said
+                self.provider_up(name).set(1)
+        self._known_up = {name for name, enabled in providers.items() if enabled}
 
     def started(self) -> None:
         INFLIGHT.inc()
@@ -109,7 +120,7 @@ class Metrics:
             self.ttft(model, provider, "content").observe(exchange.first_content)
         if exchange.usage:
             for kind, count in _tokens(exchange.usage):
-                if isinstance(count, int) and count > 0:
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                     self.tokens(model, provider, kind).inc(count)
 
 

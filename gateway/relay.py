@@ -20,7 +20,7 @@ from .config import Provider
 from .errors import GatewayError, UpstreamUnavailable
 from .exchange import Exchange
 from .sse import DONE, EventSplitter, EventTooLarge, data_of, frame
-from .upstream import mapped_errors, said_in
+from .upstream import mapped_errors, stream_error
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -35,7 +35,6 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
                      exchange: Exchange) -> None:
     with mapped_errors(provider):
         body = await response.read()
-    exchange.ttfb = exchange.since_start()
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -50,9 +49,10 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
 
 
 class _StreamState:
-    """What the relay learns from the events it passes on."""
+    """What the relay learns from the events it passes on. Every field of an upstream chunk is
+    checked for its type before use: an upstream's odd chunk is relayed, never a crash."""
 
-    __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template")
+    __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template", "finished")
 
     def __init__(self, exchange: Exchange, include_usage: bool, strip_usage: bool) -> None:
         self.exchange = exchange
@@ -61,19 +61,24 @@ class _StreamState:
         self.usage: dict[str, Any] | None = None
         self.usage_sent = False  # the upstream sent OpenAI's own usage-only chunk
         self.template: dict[str, Any] = {}
+        self.finished = False  # a choice has had its finish_reason: the answer is complete
 
     def observe(self, chunk: dict[str, Any], event: bytes) -> bytes | None:
         """Note what ``chunk`` carries; returns the event bytes the client gets (None: nothing)."""
         choices = chunk.get("choices")
         exchange = self.exchange
-        if choices and (exchange.first_content is None or exchange.first_reasoning is None):
-            delta = choices[0].get("delta") or {}
-            if exchange.first_reasoning is None and delta.get("reasoning_content"):
-                exchange.first_reasoning = exchange.since_start()
-            if exchange.first_content is None and (delta.get("content") or delta.get("tool_calls")):
-                exchange.first_content = exchange.since_start()
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            first = choices[0]
+            if first.get("finish_reason"):
+                self.finished = True
+            delta = first.get("delta")
+            if isinstance(delta, dict):
+                if exchange.first_reasoning is None and delta.get("reasoning_content"):
+                    exchange.first_reasoning = exchange.since_start()
+                if exchange.first_content is None and (delta.get("content") or delta.get("tool_calls")):
+                    exchange.first_content = exchange.since_start()
         usage = chunk.get("usage")
-        if not usage:
+        if not isinstance(usage, dict) or not usage:
             return event
         self.usage = exchange.usage = usage
         if not choices:
@@ -91,6 +96,27 @@ class _StreamState:
             return None
         return b"data: " + orjson.dumps({**self.template, "choices": [], "usage": self.usage})
 
+    def relay(self, events: list[bytes], provider: Provider) -> tuple[list[bytes], bool]:
+        """The events the client gets for these upstream events (without terminators), and
+        whether the stream is done."""
+        out: list[bytes] = []
+        for event in events:
+            data = data_of(event)
+            if data is None:  # a comment such as ": keep-alive", or a field-only event
+                out.append(event)
+            elif data == DONE:
+                return self.done(out), True
+            else:
+                relayed = _relayed(data, event, self, provider)
+                if relayed is not None:
+                    out.append(relayed)
+        return out, False
+
+    def done(self, out: list[bytes]) -> list[bytes]:
+        usage = self.usage_chunk()
+        out.extend((usage, _DONE) if usage else (_DONE,))
+        return out
+
 
 async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
                     exchange: Exchange, *, include_usage: bool, strip_usage: bool, max_event_bytes: int) -> None:
@@ -101,23 +127,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
     try:
         with mapped_errors(provider):
             async for chunk in response.content.iter_any():
-                if exchange.ttfb is None:
-                    exchange.ttfb = exchange.since_start()
-                events: list[bytes] = []  # what the client gets from this read, without terminators
-                done = False
-                for event in splitter.feed(chunk):
-                    data = data_of(event)
-                    if data is None:  # a comment such as ": keep-alive", or a field-only event
-                        events.append(event)
-                    elif data == DONE:
-                        usage = state.usage_chunk()
-                        events.extend((usage, _DONE) if usage else (_DONE,))
-                        done = True
-                        break
-                    else:
-                        relayed = _relayed(data, event, state, provider)
-                        if relayed is not None:
-                            events.append(relayed)
+                events, done = state.relay(splitter.feed(chunk), provider)
                 if events:
                     await send({"type": "http.response.body", "body": b"\n\n".join(events) + b"\n\n",
                                 "more_body": not done})
@@ -125,7 +135,13 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
                     exchange.ended = time.perf_counter()
                     await _drain(response)
                     return
-        raise UpstreamUnavailable(f"{provider.name} ended the stream before [DONE]")
+        # The upstream closed its body without a blank line after its last event, or without
+        # [DONE]: a complete answer (a finish_reason was seen) still ends as OpenAI's does.
+        events, done = state.relay([splitter.pending.strip()] if splitter.pending.strip() else [], provider)
+        if not done and not state.finished:
+            raise UpstreamUnavailable(f"{provider.name} ended the stream before its answer was complete")
+        events = events if done else state.done(events)
+        await send({"type": "http.response.body", "body": b"\n\n".join(events) + b"\n\n", "more_body": False})
     except EventTooLarge as exc:
         await _end_with_error(send, exchange, UpstreamUnavailable(f"{provider.name}: {exc}"))
     except GatewayError as exc:
@@ -149,8 +165,7 @@ def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider)
     if not isinstance(chunk, dict):
         raise UpstreamUnavailable(f"{provider.name} sent an event that is not a JSON object")
     if "error" in chunk:
-        message, code = said_in(chunk)
-        raise UpstreamUnavailable(f"{provider.name}: {message}", code=code)
+        raise stream_error(provider, chunk)
     return state.observe(chunk, event)
 
 

@@ -39,10 +39,11 @@ def parse(raw: bytes) -> dict[str, Any]:
         if content is not None and not isinstance(content, (str, list)):
             raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts",
                                  param=f"messages[{i}].content")
-        if isinstance(content, list) and not all(isinstance(p, dict) and isinstance(p.get("type"), str)
-                                                 for p in content):
-            raise InvalidRequest(f"messages[{i}].content parts must be objects with a type",
-                                 param=f"messages[{i}].content")
+        if isinstance(content, list) and not all(
+                isinstance(p, dict) and isinstance(p.get("type"), str)
+                and (p["type"] != "text" or isinstance(p.get("text"), str)) for p in content):
+            raise InvalidRequest(f"messages[{i}].content parts must be objects with a type (and a string text "
+                                 "for text parts)", param=f"messages[{i}].content")
     for name in _NUMBERS:
         if body.get(name) is not None and not _is_number(body[name]):
             raise InvalidRequest(f"{name} must be a number", param=name)
@@ -57,8 +58,11 @@ def parse(raw: bytes) -> dict[str, Any]:
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise InvalidRequest("stop must be a string or an array of strings", param="stop")
     tools = body.get("tools")
-    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
-        raise InvalidRequest("tools must be an array of objects", param="tools")
+    if tools is not None and not (isinstance(tools, list) and all(
+            isinstance(t, dict) and isinstance(t.get("type", ""), str) for t in tools)):
+        raise InvalidRequest("tools must be an array of objects with a string type", param="tools")
+    if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+        raise InvalidRequest("stream_options must be an object", param="stream_options")
     max_tokens, max_completion = body.get("max_tokens"), body.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
         raise InvalidRequest(

@@ -1,10 +1,11 @@
 """A request into one upstream's dialect: the body the upstream is sent, serialised once.
 
 What changes (issue 4, "Rewrite" and "Decisions"): ``model`` becomes the upstream's model;
-``stream`` is always sent explicitly; ``max_completion_tokens`` becomes ``max_tokens``; a string
+``stream`` is always sent explicitly; top-level ``null`` fields are left out (null means "not
+given"); ``max_completion_tokens`` becomes ``max_tokens``; a string
 ``stop`` becomes a one-item list where the page types it as an array; the thinking forms become the
 upstream's own; ``developer`` becomes ``system`` where no page documents it; text parts are joined
-with "\\n" for string-only upstreams; ``content: null`` becomes "". Everything else, including
+with "\\n" for string-only upstreams; ``content`` null or absent becomes "". Everything else, including
 ``reasoning_content`` on assistant messages, goes through untouched. Anything dropped or changed in
 meaning is returned so the client can be told (``x-gateway-dropped``).
 """
@@ -27,9 +28,9 @@ CONTROL_FIELDS = ("api_base", "base_url", "api_key", "api_version", "extra_heade
 def _message(message: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """The message as the upstream takes it; the same object when nothing changes."""
     role = message["role"]
-    content = message.get("content", "")
+    content = message.get("content")
     new_role = "system" if role == "developer" and not profile.developer_role else role
-    if content is None:
+    if content is None:  # null or absent (an assistant turn with tool_calls): pages that type it need a string
         new_content: Any = ""
     elif isinstance(content, list) and profile.limits.content_string_only:
         new_content = "\n".join(part.get("text", "") for part in content)  # validate.py let only text through
@@ -42,7 +43,9 @@ def _message(message: dict[str, Any], profile: Profile) -> dict[str, Any]:
 
 def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
             stream: bool) -> tuple[bytes, list[str]]:
-    out = dict(body)
+    # null means "not given" in OpenAI's API; some pages type the field (an array-only stop), so
+    # nulls are not sent at all
+    out = {name: value for name, value in body.items() if value is not None}
     dropped = [name for name in CONTROL_FIELDS if out.pop(name, None) is not None]
     out["model"] = model
     out["stream"] = stream

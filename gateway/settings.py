@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: set by the CLI for worker processes under its supervisor (``--workers N``): a reload there is a
@@ -25,8 +27,16 @@ class Settings(BaseSettings):
     #: one upstream SSE event larger than this ends the stream with an error (issue 4, point 9)
     max_event_bytes: int = 1024 * 1024
     metrics_port: int | None = None
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_bodies: bool = False
+    #: on SIGTERM (or a reload under --workers), how long requests in flight may still run: streams
+    #: from thinking models last minutes; past it a stream ends with an error event
+    shutdown_grace: float = 300.0
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def client_keys(self) -> frozenset[str]:

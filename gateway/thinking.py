@@ -56,7 +56,7 @@ def read_intent(body: dict[str, Any]) -> Intent:
         said[f"enable_thinking={'true' if enable else 'false'}"] = "enabled" if enable else "disabled"
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in EFFORT_MODES:
+        if not isinstance(effort, str) or effort not in EFFORT_MODES:
             raise InvalidRequest(
                 f"reasoning_effort must be one of {', '.join(EFFORT_MODES)}", param="reasoning_effort")
         said[f"reasoning_effort={effort}"] = EFFORT_MODES[effort]

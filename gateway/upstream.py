@@ -130,11 +130,26 @@ def said_in(data: Any) -> tuple[str, str | None]:
     return message[:500] or orjson.dumps(error).decode()[:500], None if code is None else str(code)
 
 
+def _redacted(provider: Provider, text: str) -> str:
+    """An upstream may quote the key it was sent; the client and the logs never see it."""
+    return text.replace(provider.api_key, "***") if provider.api_key else text
+
+
+def stream_error(provider: Provider, event: Any) -> UpstreamError:
+    """An ``{"error": ...}`` event in the middle of an upstream's stream."""
+    message, code = said_in(event)
+    return UpstreamUnavailable(_redacted(provider, f"{provider.name}: {message}" + (f" (code {code})" if code else "")))
+
+
+# Statuses by which an upstream says the request itself is wrong (the client may fix it); any other
+# 4xx (404: a wrong base_url or model in our config, 405, 409, ...) is the gateway's problem.
+_REJECTS_REQUEST = (400, 413, 422)
+
+
 def error_for_status(provider: Provider, status: int, body: bytes, headers: Any) -> UpstreamError:
     """An upstream's non-2xx answer -> what the client is told (issue 4, point 6)."""
     message, code = _what_it_said(body)
-    if provider.api_key:
-        message = message.replace(provider.api_key, "***")
+    message = _redacted(provider, message)
     said = f"{provider.name}: {message}" if message else f"{provider.name} answered {status}"
     back = passed_back(provider, headers)
     content_filter = provider.profile.content_filter
@@ -147,8 +162,10 @@ def error_for_status(provider: Provider, status: int, body: bytes, headers: Any)
     if status in (401, 403):
         return UpstreamUnavailable(f"{provider.name} refused the gateway's credentials ({status}): {message}",
                                    headers=back)
-    if 400 <= status < 500:
+    if status in _REJECTS_REQUEST:
         return UpstreamRejected(said, headers=back)
+    if status == 408:
+        return UpstreamTimeout(f"{provider.name} timed out ({status}): {message}", headers=back)
     if 300 <= status < 400:
         return UpstreamUnavailable(f"{provider.name} answered a redirect ({status}); redirects are not followed")
     return UpstreamUnavailable(f"{provider.name} failed ({status}): {message}", headers=back)

@@ -9,7 +9,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, PROVIDERS, UPSTREAM_KEYS, UPSTREAM_MODEL, Simulator
+from tests.conftest import (
+    CLIENT_KEY,
+    PROVIDERS,
+    UPSTREAM_KEYS,
+    UPSTREAM_MODEL,
+    Simulator,
+)
 
 THINKERS = ["powertokens", "token360", "siliconflow"]  # the pages that document a thinking control
 HELLO = [{"role": "user", "content": "Hello there"}]

@@ -43,8 +43,13 @@ def test_shipped_configs_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load(ROOT / "config" / "demo.yaml").models
 
 
-def test_unset_key_variable_disables_the_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TEST_SF_KEY", raising=False)
+@pytest.mark.parametrize("unset", [None, ""])  # an empty value, as a blank line of an .env file gives
+def test_unset_key_variable_disables_the_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  unset: str | None) -> None:
+    if unset is None:
+        monkeypatch.delenv("TEST_SF_KEY", raising=False)
+    else:
+        monkeypatch.setenv("TEST_SF_KEY", unset)
     config = load(write(tmp_path, GOOD))
     assert not config.providers["sf"].enabled and config.providers["pt"].api_key == "literal-key"
     assert config.warnings() == ["provider sf is disabled: set TEST_SF_KEY to enable it"]
@@ -53,7 +58,11 @@ def test_unset_key_variable_disables_the_provider(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.parametrize("text, key, problem", [
-    ("providers: [\n", "(yaml)", "while parsing"),
+    ("providers: [\n", "(yaml)", "line 2, column 1: expected the node content"),
+    ("providers:\n  pt:\n    api_key: sk-live-SECRET: oops\n", "(yaml)", "line 3"),  # the line is not quoted
+    (GOOD.replace("profile: siliconflow", "profile: [x]"), "providers.sf.profile", "expected a profile name"),
+    (GOOD.replace("http://127.0.0.1:1/v1\n    api_key: literal-key", "http://[::1/v1\n    api_key: literal-key"),
+     "providers.pt.base_url", "expected an http(s) URL"),
     (GOOD.replace("profile: siliconflow", "profile: nosuch"), "providers.sf.profile", "unknown profile 'nosuch'"),
     (GOOD.replace("{provider: pt, model: m2}", "{provider: ghost, model: m2}"), "models.a[1].provider",
      "unknown provider 'ghost'"),
@@ -66,6 +75,8 @@ def test_unset_key_variable_disables_the_provider(tmp_path: Path, monkeypatch: p
     (GOOD.replace("base_url: http://127.0.0.1:1/v1\n    api_key: literal-key",
                   "base_url: ${TEST_UNSET_URL}\n    api_key: literal-key"),
      "providers.pt.base_url", "environment variable TEST_UNSET_URL is not set"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    limits: {temperature: [0, .nan]}"),
+     "providers.pt.limits.temperature", "expected a range"),
     (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {read: -1}"),
      "providers.pt.timeout.read", "positive number"),
     (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    thinking: telepathy"),
@@ -80,7 +91,14 @@ def test_config_errors_name_file_key_and_problem(tmp_path: Path, text: str, key:
         load(path)
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
-    assert problem in message
+    assert problem in message and "SECRET" not in message
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(b"providers: {}\nmodels:\n  \xff\xfe: []\n")
+    with pytest.raises(ConfigError, match=r"\(file\): not UTF-8"):
+        load(path)
 
 
 def test_overrides_keep_the_profile_and_cite_the_config(tmp_path: Path) -> None:

@@ -7,23 +7,56 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import orjson
 import pytest
 
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEYS, Simulator, config_text, start_gateway
+from tests.conftest import (
+    CLIENT_KEY,
+    UPSTREAM_KEYS,
+    Simulator,
+    config_text,
+    start_gateway,
+)
 from tests.servers import free_port, serve
-from tests.upstreams import HugeEvent, Inventive, Lingering, Redirecting, SlowJson, SlowStream
+from tests.upstreams import (
+    HugeEvent,
+    Inventive,
+    Lingering,
+    Redirecting,
+    Scripted,
+    SlowJson,
+    SlowStream,
+)
+
+SSE, JSON = b"text/event-stream", b"application/json"
+CHUNK = b'data: {"id":"o","object":"chat.completion.chunk","created":1,"model":"m","choices":[%s]}\n\n'
+HI = CHUNK % b'{"index":0,"delta":{"content":"hi"},"finish_reason":null}'
+STOP = CHUNK % b'{"index":0,"delta":{},"finish_reason":"stop"}'
+SCRIPTS = {  # upstream model -> (status, content type, body)
+    "odd-chunks": (200, SSE, HI + CHUNK % b"null" + CHUNK % b'{"index":0,"delta":"oops"}'
+                   + b'data: {"choices":[],"usage":"lots"}\n\n' + STOP + b"data: [DONE]\n\n"),
+    "odd-usage": (200, JSON, b'{"id":"o","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,'
+                             b'"prompt_tokens_details":"n/a","completion_tokens":true}}'),
+    "error-event": (200, SSE, HI + b'data: {"error":{"message":"quota for key ' + Scripted.KEY.encode()
+                    + b' exhausted","code":"req-7f3a9c-unique"}}\n\n'),
+    "no-done": (200, SSE, HI + STOP),
+    "done-one-newline": (200, SSE, HI + STOP + b"data: [DONE]\n"),
+    "cut-short": (200, SSE, HI),
+    "not-found": (404, b"text/html", b"<html>Not Found</html>"),
+}
 
 USER = {"role": "user", "content": "hi"}
 
 
 class Rig:
-    def __init__(self, url: str, redirect: Redirecting, slow: SlowStream, thinker: SlowJson,
+    def __init__(self, url: str, config: Path, redirect: Redirecting, slow: SlowStream, thinker: SlowJson,
                  lingering: Lingering) -> None:
-        self.url, self.redirect, self.slow, self.thinker, self.lingering = url, redirect, slow, thinker, lingering
+        self.url, self.config, self.redirect, self.slow = url, config, redirect, slow
+        self.thinker, self.lingering = thinker, lingering
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +65,28 @@ def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ri
     with contextlib.ExitStack() as stack:
         urls = {name: stack.enter_context(serve(app)) for name, app in
                 {"redirect": redirect, "huge": HugeEvent(1024 * 1024 + 10), "slow": slow,
-                 "inventive": Inventive(), "thinker": thinker, "lingering": lingering}.items()}
+                 "inventive": Inventive(), "thinker": thinker, "lingering": lingering,
+                 "scripted": Scripted(SCRIPTS)}.items()}
         extra = (
             f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n    api_key: {UPSTREAM_KEYS['powertokens']}\n"
             f"  down:\n    profile: openai\n    base_url: http://127.0.0.1:{free_port()}/v1\n    api_key: k\n"
             f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n    api_key: {UPSTREAM_KEYS['toapis']}\n"
             f"    timeout: {{read: 0.5}}\n"
-            + "".join(f"  {name}:\n    profile: openai\n    base_url: {url}/v1\n    api_key: k\n" for name, url in urls.items()))
+            + "".join(f"  {name}:\n    profile: openai\n    base_url: {url}/v1\n    api_key: {Scripted.KEY}\n"
+                      for name, url in urls.items()))
         models = (
             "  glm-unchecked:\n    - {provider: unchecked, model: glm-4.7-flash}\n"
             "  glm-down:\n    - {provider: down, model: m}\n"
             "  glm-impatient:\n    - {provider: impatient, model: glm-5}\n"
             "  glm-failover:\n    - {provider: down, model: m}\n    - {provider: toapis, model: glm-5}\n"
-            + "".join(f"  glm-{name}:\n    - {{provider: {name}, model: m}}\n" for name in urls))
+            + "".join(f"  glm-{name}:\n    - {{provider: {name}, model: m}}\n" for name in urls)
+            + "".join(f"  glm-{model}:\n    - {{provider: scripted, model: {model}}}\n" for model in SCRIPTS)
+            + "  glm-not-found-then-toapis:\n    - {provider: scripted, model: not-found}\n"
+            "    - {provider: toapis, model: glm-5}\n")
         path = tmp_path_factory.mktemp("rig") / "gateway.yaml"
         path.write_text(config_text(sim.url, extra, models))
-        url = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=4096,
-                                                  log_level="info"))
-        yield Rig(url, redirect, slow, thinker, lingering)
+        url = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=4096))
+        yield Rig(url, path, redirect, slow, thinker, lingering)
 
 
 @pytest.fixture
@@ -175,6 +212,39 @@ def test_upstream_connections_are_reused_across_streams(http: httpx.Client, rig:
     assert len(set(rig.lingering.clients)) == 1, rig.lingering.clients
 
 
+def test_odd_upstream_chunks_are_relayed_not_crashed_on(http: httpx.Client) -> None:
+    events = events_of(http, "glm-odd-chunks")
+    assert events == SCRIPTS["odd-chunks"][2].strip().split(b"\n\n")
+    response = chat(http, "glm-odd-usage")
+    assert response.status_code == 200 and response.content == SCRIPTS["odd-usage"][2]
+
+
+def test_an_error_event_mid_stream_is_redacted_and_its_code_is_not_a_label(http: httpx.Client, rig: Rig) -> None:
+    last = orjson.loads(events_of(http, "glm-error-event")[-1].removeprefix(b"data: "))["error"]
+    assert last["message"] == "scripted: quota for key *** exhausted (code req-7f3a9c-unique)"
+    assert last["code"] == "upstream_error"
+    assert "req-7f3a9c" not in httpx.get(f"{rig.url}/metrics").text
+
+
+@pytest.mark.parametrize("model", ["no-done", "done-one-newline"])
+def test_a_complete_answer_ends_with_done_even_if_the_upstream_forgot(client_for_rig: openai.OpenAI,
+                                                                     http: httpx.Client, model: str) -> None:
+    assert events_of(http, f"glm-{model}")[-1] == b"data: [DONE]"
+    chunks = list(client_for_rig.chat.completions.create(model=f"glm-{model}", messages=[USER], stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == ["hi", None]
+
+
+def test_an_answer_cut_short_ends_with_an_error_event(http: httpx.Client) -> None:
+    assert b"ended the stream before its answer was complete" in events_of(http, "glm-cut-short")[-1]
+
+
+def test_an_upstream_404_is_the_gateways_problem_and_the_next_route_answers(http: httpx.Client) -> None:
+    response = chat(http, "glm-not-found")
+    assert response.status_code == 502 and response.json()["error"]["message"].startswith("scripted")
+    response = chat(http, "glm-not-found-then-toapis")
+    assert response.status_code == 200 and response.headers["x-gateway-provider"] == "toapis"
+
+
 def test_redirects_are_not_followed(http: httpx.Client, rig: Rig) -> None:
     response = chat(http, "glm-redirect")
     assert response.status_code == 502 and "redirects are not followed" in response.json()["error"]["message"]
@@ -214,16 +284,19 @@ def test_a_raw_socket_client_that_dies_mid_body_leaves_nothing_hanging(rig: Rig,
                 "glm-toapis").status_code == 200
 
 
-def test_no_key_or_traceback_in_responses_or_logs(http: httpx.Client, sim: Simulator,
+def test_no_key_or_traceback_in_responses_or_logs(rig: Rig, sim: Simulator,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    bodies = [chat(http, m).text for m in ("glm-down", "glm-redirect", "glm-unchecked")]
-    sim.control(status=401, count=1)
-    bodies.append(chat(http, "glm-token360").text)
-    bodies.append(http.post("/v1/chat/completions", content=b"{oops").text)
-    time.sleep(0.3)  # request lines are flushed within 200 ms
+    with start_gateway(rig.config, api_keys=CLIENT_KEY, log_level="info") as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as http:
+        bodies = [chat(http, m).text for m in ("glm-down", "glm-redirect", "glm-unchecked", "glm-error-event",
+                                               "glm-odd-chunks", "glm-odd-usage")]
+        sim.control(status=401, count=1)
+        bodies.append(chat(http, "glm-token360").text)
+        bodies.append(http.post("/v1/chat/completions", content=b"{oops").text)
+        time.sleep(0.3)  # request lines are flushed within 200 ms
     logged = capsys.readouterr()
     assert '"event":"request"' in logged.out
     seen = "\n".join(bodies) + logged.out + logged.err
-    for secret in (*UPSTREAM_KEYS.values(), CLIENT_KEY):
+    for secret in (*UPSTREAM_KEYS.values(), CLIENT_KEY, Scripted.KEY):
         assert secret not in seen
     assert "Traceback" not in seen

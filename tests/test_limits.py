@@ -126,6 +126,12 @@ def test_when_every_route_rejects_the_first_reason_leads_and_the_others_follow(h
      "thinking"),
     ({"model": "glm-toapis", "messages": [USER], "reasoning_effort": "none", "enable_thinking": True},
      "enable_thinking"),
+    ({"model": "glm-token360", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+     "messages[0].content"),
+    ({"model": "glm-toapis", "messages": [USER], "reasoning_effort": []}, "reasoning_effort"),
+    ({"model": "glm-toapis", "messages": [USER], "reasoning_effort": {}}, "reasoning_effort"),
+    ({"model": "glm-powertokens", "messages": [USER], "tools": [{"type": ["function"]}]}, "tools"),
+    ({"model": "glm-toapis", "messages": [USER], "stream": True, "stream_options": "yes"}, "stream_options"),
 ])
 def test_a_malformed_request_is_a_400_never_a_500(http: httpx.Client, sim: Simulator, body: dict, param: str) -> None:
     response = http.post("/v1/chat/completions", json=body)

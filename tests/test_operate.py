@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -138,11 +139,18 @@ def test_sighup_reloads_and_an_invalid_file_keeps_the_old_table(config: Path, wo
         # every worker replaced (one by one): ten answers in a row from the new table
         wait_until(lambda: all(chat(served.url, "glm-new").status_code == 200 for _ in range(10)),
                    what="the new alias on every worker", log=served.lines)
-        config.write_text("providers: [broken\n")
-        served.process.send_signal(signal.SIGHUP)
-        wait_until(lambda: served.logged("reload_rejected"), what="the rejected reload", log=served.lines)
-        assert "(yaml)" in served.logged("reload_rejected")[-1]["error"]
-        assert chat(served.url, "glm-new").status_code == 200
+        good = config.read_text()
+        for broken, problem in (("providers: [broken\n", "(yaml)"),
+                                (good.replace("toapis:\n    base_url", "toapis:\n    profile: [x]\n    base_url", 1),
+                                 "providers.toapis.profile")):
+            config.write_text(broken)
+            seen = len(served.logged("reload_rejected"))
+            served.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: len(served.logged("reload_rejected")) > seen, what="the rejected reload",
+                       log=served.lines)
+            assert problem in served.logged("reload_rejected")[-1]["error"]
+            assert chat(served.url, "glm-new").status_code == 200
+        assert "Traceback" not in "".join(served.lines)
 
 
 def test_admin_reload_needs_the_admin_key_and_in_flight_requests_finish(config: Path, sim: Simulator) -> None:
@@ -160,10 +168,26 @@ def test_admin_reload_needs_the_admin_key_and_in_flight_requests_finish(config: 
             rest = first + b"".join(chunks)
         assert rest.count(b'"content":"') >= 20 and rest.endswith(b"data: [DONE]\n\n")  # finished on the old table
         assert chat(url, "glm-maxtoken").status_code == 404 and chat(url, "glm-renamed").status_code == 200
-        config.write_text("models: {}\n")
-        refused = httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer sk-admin"})
-        assert refused.status_code == 400 and "old table keeps serving" in refused.json()["error"]["message"]
-        assert chat(url, "glm-renamed").status_code == 200
+        for broken in ("models: {}\n", "providers:\n  x:\n    profile: [x]\n", "providers:\n  x: {api_key: sk-1: 2}\n"):
+            config.write_text(broken)
+            refused = httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer sk-admin"})
+            assert refused.status_code == 400 and "old table keeps serving" in refused.json()["error"]["message"]
+            assert "sk-1" not in refused.text
+            assert chat(url, "glm-renamed").status_code == 200
+
+
+def test_a_stream_past_the_shutdown_grace_ends_with_an_error_event(config: Path, sim: Simulator) -> None:
+    sim.control(chunk_delay_ms=200, words=50)
+    with gateway_process(config, GATEWAY_SHUTDOWN_GRACE="1") as served:
+        with httpx.stream("POST", f"{served.url}/v1/chat/completions", timeout=20,
+                          json={"model": "glm-toapis", "messages": [USER], "stream": True}) as response:
+            chunks = response.iter_raw()
+            received = next(chunks)
+            served.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                for chunk in chunks:
+                    received += chunk
+    assert received.rstrip().endswith(b'"code":"shutdown"}}'), received[-300:]
 
 
 def test_admin_endpoints_are_off_without_an_admin_key(config: Path) -> None:

@@ -42,6 +42,23 @@ def test_developer_becomes_system_and_null_content_becomes_empty(http: httpx.Cli
     assert body["messages"][2]["content"] == ""
 
 
+def test_an_assistant_turn_without_content_gets_an_empty_string(http: httpx.Client, sim: Simulator) -> None:
+    turn = {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                  "function": {"name": "f", "arguments": "{}"}}]}
+    messages = [USER, turn, {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+    _, body = sent(http, sim, "token360", messages=messages)  # token360.txt:31 content string, required
+    assert body["messages"][1] == {**turn, "content": ""}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_null_fields_are_not_sent(http: httpx.Client, sim: Simulator, provider: str) -> None:
+    nulls = {"stop": None, "tools": None, "tool_choice": None, "temperature": None, "max_tokens": None,
+             "thinking": None, "reasoning_effort": None}
+    response, body = sent(http, sim, provider, **nulls)
+    assert not nulls.keys() & body.keys()
+    assert "x-gateway-dropped" not in response.headers
+
+
 def test_text_parts_are_joined_for_a_string_only_upstream(http: httpx.Client, sim: Simulator) -> None:
     parts = [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]
     response, body = sent(http, sim, "token360", messages=[{"role": "user", "content": parts}])

@@ -166,3 +166,20 @@ class UsageHonouring:
             out += (b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
                     b'"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}\n\n')
         await send({"type": "http.response.body", "body": out + b"data: [DONE]\n\n"})
+
+
+class Scripted:
+    """Answers each upstream model name with its script: (status, content type, body). The key it
+    is sent is in ``KEY`` so that scripts can quote it back."""
+
+    KEY = "sk-scripted-upstream-key"
+
+    def __init__(self, scripts: dict[str, tuple[int, bytes, bytes]]) -> None:
+        self.scripts = scripts
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        status, content_type, body = self.scripts[json.loads(await _body(receive))["model"]]
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+        await send({"type": "http.response.body", "body": body})

@@ -9,6 +9,7 @@ reseller is one new file here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -118,7 +119,7 @@ _DIALECT_KEYS = {"thinking", "stream_default", "stop_as_list", "stream_options",
 def _convert(kind: str, value: Any, key: str) -> Any:
     if kind == "range":
         if (not isinstance(value, list) or len(value) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
                 or value[0] > value[1]):
             raise ProfileError(key, f"expected a range [low, high] of numbers, got {value!r}")
         return (float(value[0]), float(value[1]))

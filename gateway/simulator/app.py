@@ -17,9 +17,25 @@ import orjson
 
 from . import answers
 from .checks import Reject, validate
-from .dialects import DIALECTS, MAXTOKEN_POLICY_BODY, MAXTOKEN_POLICY_STATUS, UNSAFE_MARKER, Dialect, thinking_on
+from .dialects import (
+    DIALECTS,
+    MAXTOKEN_POLICY_BODY,
+    MAXTOKEN_POLICY_STATUS,
+    UNSAFE_MARKER,
+    Dialect,
+    thinking_on,
+)
 from .knobs import Control, Controls, KnobError, Knobs, parse_knobs, resolve
-from .stream import Headers, Message, Pacer, Receive, Send, install_log_filter, send_bytes, stream_events
+from .stream import (
+    Headers,
+    Message,
+    Pacer,
+    Receive,
+    Send,
+    install_log_filter,
+    send_bytes,
+    stream_events,
+)
 
 RawHeaders = list[tuple[bytes, bytes]]
 RECORD_LIMIT = 1000
