@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import (
     CLIENT_KEY,
+    PROVIDERS,
     UPSTREAM_KEYS,
     Simulator,
     config_text,
@@ -99,24 +100,26 @@ def chat(http: httpx.Client, model: str, **extra: object) -> httpx.Response:
     return http.post("/v1/chat/completions", json={"model": model, "messages": [USER], **extra})
 
 
-@pytest.mark.parametrize("status, expected, code", [(500, 502, "upstream_error"), (503, 502, "upstream_error"),
-                                                    (401, 502, "upstream_error"), (403, 502, "upstream_error")])
-@pytest.mark.parametrize("provider", ["powertokens", "siliconflow", "maxtoken"])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [500, 503, 401, 403])
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_upstream_failures_are_bad_gateway(http: httpx.Client, sim: Simulator, provider: str, status: int,
-                                           expected: int, code: str) -> None:
+                                           stream: bool) -> None:
     sim.control(provider=provider, status=status, count=1)
-    response = chat(http, f"glm-{provider}")
-    assert response.status_code == expected
+    response = chat(http, f"glm-{provider}", stream=stream)  # before a stream starts: a plain HTTP error
+    assert response.status_code == 502
     error = response.json()["error"]
-    assert error["code"] == code and error["message"].startswith(provider)
+    assert error["code"] == "upstream_error" and error["message"].startswith(provider)
     assert response.headers["x-gateway-provider"] == provider
 
 
-@pytest.mark.parametrize("provider", ["token360", "toapis", "maxtoken"])
-def test_rate_limits_keep_retry_after(client_for_rig: openai.OpenAI, sim: Simulator, provider: str) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_rate_limits_keep_retry_after(client_for_rig: openai.OpenAI, sim: Simulator, provider: str,
+                                      stream: bool) -> None:
     sim.control(provider=provider, status=429, retry_after=7, count=1)
     with pytest.raises(openai.RateLimitError) as info:
-        client_for_rig.chat.completions.create(model=f"glm-{provider}", messages=[USER])
+        client_for_rig.chat.completions.create(model=f"glm-{provider}", messages=[USER], stream=stream)
     assert info.value.response.headers["retry-after"] == "7"
     assert info.value.body["code"] == "rate_limited"
 
@@ -179,6 +182,15 @@ def test_a_stream_that_fails_midway_ends_with_an_error_event(http: httpx.Client,
     last = orjson.loads(events[-1].removeprefix(b"data: "))
     assert words in last["error"]["message"] and last["error"]["message"].startswith("impatient")
     assert b"data: [DONE]" not in events
+
+
+@pytest.mark.parametrize("knob, words", [({"reset_after": 2}, "broke off"), ({"malformed_after": 1}, "not JSON")])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_every_provider_failing_midway_ends_with_an_error_event(http: httpx.Client, sim: Simulator, provider: str,
+                                                                knob: dict, words: str) -> None:
+    sim.control(provider=provider, **knob, count=1)
+    events = events_of(http, f"glm-{provider}")
+    assert words in orjson.loads(events[-1].removeprefix(b"data: "))["error"]["message"]
 
 
 def test_the_sdk_raises_on_a_mid_stream_error(client_for_rig: openai.OpenAI, sim: Simulator) -> None:
