@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -61,8 +63,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's worker supervisor, refusing a SIGHUP reload whose config does not load: the
-    workers it would start could not serve, and the old ones keep the old table."""
+    """uvicorn's worker supervisor, refusing a SIGHUP reload whose config does not load (the
+    workers it would start could not serve; the old ones keep the old table), and telling the
+    metrics when a worker is gone, so that its in-flight gauge leaves the sum."""
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], settings_path: str) -> None:
         super().__init__(config, sockets)
@@ -74,7 +77,22 @@ class _Supervisor(Multiprocess):
         except ConfigError as exc:
             AccessLog().event("reload_rejected", level="warning", error=str(exc))
             return
-        super().handle_hup()
+        with self._forgetting_replaced_workers():
+            super().handle_hup()
+
+    def keep_subprocess_alive(self) -> None:
+        with self._forgetting_replaced_workers():
+            super().keep_subprocess_alive()
+
+    @contextlib.contextmanager
+    def _forgetting_replaced_workers(self) -> Iterator[None]:
+        before = {p.pid for p in self.processes}
+        yield
+        from prometheus_client import multiprocess  # after PROMETHEUS_MULTIPROC_DIR is set
+
+        for pid in before - {p.pid for p in self.processes}:
+            if pid is not None:
+                multiprocess.mark_process_dead(pid)
 
 
 def serve(args: argparse.Namespace) -> None:

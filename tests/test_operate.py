@@ -96,6 +96,23 @@ def test_two_workers_serve_and_metrics_sum_over_both(config: Path) -> None:
         assert len(prefixes) == 2, "both workers log their requests"
 
 
+def test_a_killed_worker_leaves_the_inflight_sum(config: Path, sim: Simulator) -> None:
+    sim.control(chunk_delay_ms=100, words=100)
+    with gateway_process(config, "--workers", "2") as served:
+        def inflight() -> float:
+            return value(scrape(served.url), "gateway_inflight_requests")
+
+        with httpx.stream("POST", f"{served.url}/v1/chat/completions", timeout=20,
+                          json={"model": "glm-toapis", "messages": [USER], "stream": True}) as response:
+            next(response.iter_raw())
+            assert inflight() == 1
+            workers = subprocess.run(["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True)
+            for pid in workers.stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
+        wait_until(lambda: httpx.get(f"{served.url}/readyz", timeout=1).status_code == 200 and inflight() == 0,
+                   what="restarted workers and an in-flight sum of 0", log=served.lines)
+
+
 def test_one_json_line_per_request_and_attempt_without_keys_or_bodies(config: Path) -> None:
     with gateway_process(config, GATEWAY_API_KEYS="sk-client-log") as served:
         response = httpx.post(f"{served.url}/v1/chat/completions", headers={"Authorization": "Bearer sk-client-log",
