@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)
             await gateway.upstream.close()
+            gateway.access_log.flush()
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway

@@ -297,7 +297,7 @@ def test_a_raw_socket_client_that_dies_mid_body_leaves_nothing_hanging(rig: Rig,
 
 
 def test_no_key_or_traceback_in_responses_or_logs(rig: Rig, sim: Simulator,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
     with start_gateway(rig.config, api_keys=CLIENT_KEY, log_level="info") as url, \
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as http:
         bodies = [chat(http, m).text for m in ("glm-down", "glm-redirect", "glm-unchecked", "glm-error-event",
@@ -306,7 +306,7 @@ def test_no_key_or_traceback_in_responses_or_logs(rig: Rig, sim: Simulator,
         bodies.append(chat(http, "glm-token360").text)
         bodies.append(http.post("/v1/chat/completions", content=b"{oops").text)
         time.sleep(0.3)  # request lines are flushed within 200 ms
-    logged = capsys.readouterr()
+    logged = capfd.readouterr()
     assert '"event":"request"' in logged.out
     seen = "\n".join(bodies) + logged.out + logged.err
     for secret in (*UPSTREAM_KEYS.values(), CLIENT_KEY, Scripted.KEY):
