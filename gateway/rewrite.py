@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from . import thinking
+from . import profiles, thinking
 from .profiles import Profile
 from .thinking import Intent
 
@@ -47,6 +47,7 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
     # nulls are not sent at all
     out = {name: value for name, value in body.items() if value is not None}
     dropped = [name for name in CONTROL_FIELDS if out.pop(name, None) is not None]
+    dropped += [name for name in profiles.foreign_fields(profile) if out.pop(name, None) is not None]
     out["model"] = model
     out["stream"] = stream
     max_completion = out.pop("max_completion_tokens", None)

@@ -18,6 +18,9 @@ from tests.conftest import (
 )
 
 THINKERS = ["powertokens", "token360", "siliconflow"]  # the pages that document a thinking control
+# Their examples reason when nothing is asked (powertokens.txt:13-41, siliconflow.txt:11-39): a
+# client that says nothing gets reasoning_content, 4 more completion tokens ("Thinking about: ...").
+UNASKED_REASONING = {"powertokens": 4, "siliconflow": 4}
 HELLO = [{"role": "user", "content": "Hello there"}]
 
 
@@ -27,7 +30,9 @@ def test_json_answer_through_the_sync_sdk(client: openai.OpenAI, sim: Simulator,
     answer = raw.parse()
     assert answer.choices[0].message.content == "Echo: Hello there"
     assert answer.choices[0].finish_reason == "stop"
-    assert answer.usage.prompt_tokens == 2 and answer.usage.completion_tokens == 3
+    reasoning = UNASKED_REASONING.get(provider, 0)
+    assert answer.usage.prompt_tokens == 2 and answer.usage.completion_tokens == 3 + reasoning
+    assert (answer.choices[0].message.model_extra.get("reasoning_content") is not None) == bool(reasoning)
     assert raw.headers["x-gateway-provider"] == provider
     sent = sim.last(provider)
     assert sent["body"]["model"] == UPSTREAM_MODEL[provider]
@@ -106,6 +111,6 @@ def test_include_usage_gives_openais_final_usage_chunk(client: openai.OpenAI, si
     stream = client.chat.completions.create(model=f"glm-{provider}", messages=HELLO, stream=True,
                                             stream_options={"include_usage": True})
     chunks = list(stream)
-    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 5
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 5 + UNASKED_REASONING.get(provider, 0)
     assert all(c.usage is None for c in chunks[:-1])
     assert "stream_options" not in sim.last(provider)["body"]  # no page documents it

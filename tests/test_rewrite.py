@@ -86,6 +86,16 @@ def test_dialect_neutral_fields_pass_through(http: httpx.Client, sim: Simulator,
     assert "x-gateway-dropped" not in response.headers
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_another_dialects_fields_are_dropped_and_reported(http: httpx.Client, sim: Simulator, provider: str) -> None:
+    response, body = sent(http, sim, provider, top_k=40, min_p=0.05)  # siliconflow.txt:129-170 only
+    if provider == "siliconflow":
+        assert (body["top_k"], body["min_p"]) == (40, 0.05) and "x-gateway-dropped" not in response.headers
+    else:
+        assert not {"top_k", "min_p"} & body.keys()
+        assert set(response.headers["x-gateway-dropped"].split(",")) == {"top_k", "min_p"}
+
+
 # provider, client form -> the fields the upstream must get, and what is reported dropped
 THINKING: list[tuple[str, dict[str, Any], dict[str, Any], str | None]] = [
     ("powertokens", {"reasoning_effort": "high"}, {"thinking": {"type": "enabled"}}, "reasoning_effort"),

@@ -94,6 +94,8 @@ class Profile:
     content_filter: ContentFilter | None = None
     #: the only upstream models that take the dialect's on/off switch (None: every model)
     thinking_models: frozenset[str] | None = None
+    #: body fields outside OpenAI's API that this upstream's page documents (see foreign_fields())
+    extra_fields: frozenset[str] = frozenset()
 
     def with_overrides(self, limits: Mapping[str, Any] | None, thinking: str | None, where: str) -> Profile:
         """This profile with a user's ``limits:`` and ``thinking:`` applied (checked like the built-ins)."""
@@ -113,7 +115,7 @@ _LIMIT_KINDS: dict[str, str] = {
     f.name: _KIND_OF_TYPE[str(f.type)] for f in dataclasses.fields(Limits) if f.name != "docs"
 }
 _DIALECT_KEYS = {"thinking", "stream_default", "stop_as_list", "stream_options", "developer_role",
-                 "pass_headers", "content_filter", "thinking_models"}
+                 "pass_headers", "content_filter", "thinking_models", "extra_fields"}
 
 
 def _convert(kind: str, value: Any, key: str) -> Any:
@@ -187,8 +189,9 @@ def _load(name: str) -> Profile:
         dialect["content_filter"] = ContentFilter(
             status=cf["status"], codes=frozenset(map(str, cf.get("codes", ()))),
             phrases=tuple(p.lower() for p in cf.get("phrases", ())))
-    if "thinking_models" in dialect:
-        dialect["thinking_models"] = frozenset(dialect["thinking_models"])
+    for key in ("thinking_models", "extra_fields"):
+        if key in dialect:
+            dialect[key] = frozenset(dialect[key])
     if "pass_headers" in dialect:
         dialect["pass_headers"] = tuple(h.lower() for h in dialect["pass_headers"])
     return Profile(name=name, doc=raw["doc"], thinking=thinking, limits=Limits(**limits, docs=docs), **dialect)
@@ -196,6 +199,17 @@ def _load(name: str) -> Profile:
 
 def names() -> list[str]:
     return sorted(p.stem for p in HERE.glob("*.yaml") if p.stem != "thinking")
+
+
+@cache
+def _all_extra_fields() -> frozenset[str]:
+    return frozenset().union(*(builtin(n).extra_fields for n in names()))
+
+
+def foreign_fields(profile: Profile) -> frozenset[str]:
+    """Another dialect's fields for ``profile``: what some built-in page documents and its own
+    does not (siliconflow's top_k, say, sent to an upstream that never heard of it)."""
+    return _all_extra_fields() - profile.extra_fields
 
 
 @cache

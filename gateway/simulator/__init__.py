@@ -67,9 +67,12 @@ joined with ``"\\n"``). words(s) = ``len(s.split())``.
   ``"Tool said: " + PROMPT``. With the ``words`` knob set, either is replaced by the ``w0 w1 ...``
   text.
 - Thinking on -> ``reasoning_content = "Thinking about: " + PROMPT`` (message field, or
-  ``delta.reasoning_content`` pieces before the content), on tool-call answers too. On only when
-  asked in the provider's own dialect: powertokens/token360 ``thinking: {"type": "enabled"}`` or
-  ``{"type": "auto"}``; siliconflow ``enable_thinking: true``. toapis/maxtoken never reason.
+  ``delta.reasoning_content`` pieces before the content), on tool-call answers too. On when asked
+  in the provider's own dialect (powertokens/token360 ``thinking: {"type": "enabled"}`` or
+  ``{"type": "auto"}``; siliconflow ``enable_thinking: true``), and when the request says nothing
+  to powertokens, or to siliconflow for a model of its enable_thinking list: their pages' examples
+  reason unasked (powertokens.txt:13-41, siliconflow.txt:11-39). token360 reasons only when asked;
+  toapis/maxtoken never reason.
 - Tool call: the request has ``tools`` and the last message is ``user`` whose text contains the
   ``function.name`` of a tool (first in list order) -> ``message.content: null``, ``tool_calls:
   [{"id": "call_0", "type": "function", "function": {"name": NAME, "arguments":
@@ -103,7 +106,9 @@ Validation (400, naming the field) follows each page; see ``dialects.py`` for ev
 doc line. Rejected on every provider, as fields a gateway must rewrite: ``reasoning_effort``,
 ``max_completion_tokens``, ``stream_options`` and role ``developer``; ``thinking`` except on
 powertokens/token360; ``enable_thinking``/``thinking_budget`` except on siliconflow (these are
-rejected whenever the key is present, even as null). Other unknown fields are accepted.
+rejected whenever the key is present, even as null); ``top_k``/``min_p`` except on siliconflow
+(the only page that documents them, siliconflow.txt:129-170). These are the witness's policy, so
+that a gateway that forgets to rewrite is caught; other unknown fields are accepted.
 
 Error shapes:
 - powertokens, token360 (Zhipu): ``{"error": {"code": "1210", "message"}}`` (400; 401 "1000",

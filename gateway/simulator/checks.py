@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dialects import FOREIGN_EVERYWHERE, Dialect, Range
+from .dialects import DIALECT_EXTRAS, FOREIGN_EVERYWHERE, Dialect, Range
 
 
 class Reject(Exception):
@@ -77,6 +77,7 @@ def _foreign_fields(d: Dialect, body: dict[str, Any]) -> None:
         foreign.append("thinking")
     if d.thinking != "siliconflow":
         foreign += ["enable_thinking", "thinking_budget"]
+    foreign += sorted(DIALECT_EXTRAS - d.own_extras)
     for name in foreign:
         if name in body:
             raise Reject(name, f"unsupported parameter: {name}")

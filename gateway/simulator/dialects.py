@@ -34,6 +34,9 @@ OPENAI_TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
 # Fields no page documents for every provider: a gateway must rewrite or drop them.
 FOREIGN_EVERYWHERE = ("reasoning_effort", "max_completion_tokens", "stream_options")
+# Body fields outside OpenAI's API that only one page documents: siliconflow.txt:129-170 (min_p,
+# top_k). Sent to another provider, they are another dialect's fields.
+DIALECT_EXTRAS = frozenset({"min_p", "top_k"})
 
 ErrorBuilder = Callable[[int, str | None, str | None], JsonObj]
 
@@ -58,6 +61,8 @@ class Dialect:
     tool_choice_object_ok: bool
     thinking: Literal["zhipu", "siliconflow"] | None
     error: ErrorBuilder
+    thinks_by_default: bool = False  # reasoning when the request says nothing (the page's example)
+    own_extras: frozenset[str] = frozenset()  # DIALECT_EXTRAS this page documents
     extra_ranges: dict[str, tuple[Range, bool]] = field(default_factory=dict)  # name: (range, int only)
     enable_thinking_models: frozenset[str] = frozenset()
     model_alias: dict[str, str] = field(default_factory=dict)
@@ -157,6 +162,7 @@ POWERTOKENS = Dialect(
     tools_max=128,  # powertokens.txt:132 "Maximum array length: 128"
     tool_choice_strings=frozenset({"auto"}),  # powertokens.txt:134-140 enum, "only exposes auto"
     tool_choice_object_ok=False,  # powertokens.txt:134 "tool_choice enum<string>"
+    thinks_by_default=True,  # powertokens.txt:13-28 asks nothing of thinking, :41 answers reasoning_content
     # powertokens.txt:96-99 "thinking object"; the body is Zhipu's (powertokens.txt:69), whose
     # values token360.txt:67 lists: enabled / disabled / auto.
     thinking="zhipu",
@@ -228,6 +234,9 @@ SILICONFLOW = Dialect(
         "min_p": (Range(0, 1), False),  # siliconflow.txt:129-134
     },
     enable_thinking_models=_SF_THINKING_MODELS,
+    # siliconflow.txt:11-17 asks nothing of thinking of Pro/zai-org/GLM-4.7; :29 and :39 reason
+    thinks_by_default=True,
+    own_extras=DIALECT_EXTRAS,  # siliconflow.txt:129-170 min_p, top_k
     siliconflow_usage=True,  # siliconflow.txt:34-47 usage extras
     trace_header=True,  # siliconflow.txt:199 x-siliconcloud-trace-id
     response_extras={"system_fingerprint": ""},  # siliconflow.txt:47
@@ -266,7 +275,7 @@ MAXTOKEN = Dialect(
     needs_user_like=False,
     roles=frozenset({"system", "user", "assistant"}),  # maxtoken.txt:117 "systemuserassistant"
     part_types=frozenset({"text", "image_url", "file"}),  # maxtoken.txt:118-125 "textimage_urlfile"
-    null_content_ok=True,
+    null_content_ok=False,  # maxtoken.txt:118 messages.content "✅ Yes" required
     tool_types=frozenset({"function", "web_search"}),  # maxtoken.txt:133 "web search or function calling"
     tools_max=OPENAI_TOOLS_MAX,
     tool_choice_strings=OPENAI_TOOL_CHOICES,
@@ -280,10 +289,16 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (POWERTOKENS, TOKEN360, SILIC
 
 
 def thinking_on(dialect: Dialect, body: JsonObj) -> bool:
-    """Reasoning is on only when the request asks for it in the provider's own dialect."""
+    """Reasoning is on when the request asks for it in the provider's own dialect, or says nothing
+    to a provider whose page shows reasoning by default (siliconflow: for the models that switch)."""
     if dialect.thinking == "zhipu":
         thinking = body.get("thinking")
+        if thinking is None:
+            return dialect.thinks_by_default
         return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "auto")
     if dialect.thinking == "siliconflow":
-        return body.get("enable_thinking") is True
+        enable = body.get("enable_thinking")
+        if enable is None:
+            return dialect.thinks_by_default and body.get("model") in dialect.enable_thinking_models
+        return enable is True
     return False

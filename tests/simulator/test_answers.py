@@ -105,6 +105,20 @@ def test_stream_shape(sim_url: str, web: httpx.Client, provider: str) -> None:
     assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
 
 
+@pytest.mark.parametrize("provider, model, reasons", [
+    ("powertokens", "glm-4.7-flash", True),  # powertokens.txt:13-41: nothing asked, reasoning_content
+    ("siliconflow", "Pro/zai-org/GLM-4.7", True),  # siliconflow.txt:11-39: nothing asked, reasoning
+    ("siliconflow", "Qwen/QwQ-32B", False),  # not a model of the enable_thinking list (:100-113)
+    ("token360", "glm-5.1", False),  # token360.txt:121-156: no reasoning in its example
+    ("toapis", "glm-5", False),
+    ("maxtoken", "glm-5-turbo", False),
+])
+def test_reasoning_when_nothing_is_asked(sim_url: str, web: httpx.Client, provider: str, model: str,
+                                         reasons: bool) -> None:
+    message = chat(web, sim_url, provider, body(provider, "why", model=model)).json()["choices"][0]["message"]
+    assert message.get("reasoning_content") == ("Thinking about: why" if reasons else None)
+
+
 @pytest.mark.parametrize("provider", ["powertokens", "token360", "siliconflow"])
 def test_thinking_in_own_dialect(sim_url: str, web: httpx.Client, provider: str) -> None:
     on = chat(web, sim_url, provider, body(provider, "why sky blue", **THINKING_ON[provider])).json()

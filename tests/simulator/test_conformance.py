@@ -169,7 +169,8 @@ MAXTOKEN: list[Case] = [
     ("parts text image file", msgs({"role": "user", "content": [TEXT_PART, IMAGE_PART, FILE_PART]}), OK),  # :118-125
     ("audio part", msgs({"role": "user", "content": [AUDIO_PART]}), "messages[0].content[0].type"),
     ("system user assistant", msgs(S, U, A, U), OK),  # maxtoken.txt:117
-    ("tool role", msgs(U, A_CALL, TOOL), "messages[2].role"),
+    ("tool role", msgs(U, A_CALL_TEXT, TOOL), "messages[2].role"),
+    ("null content", msgs(U, A_CALL), "messages[1].content"),  # maxtoken.txt:118 content required
     ("function and web_search tools", {"tools": [fn(), {"type": "web_search", "web_search": {}}]}, OK),  # :133
     ("custom tool", {"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type"),
     ("thinking", {"thinking": {"type": "enabled"}}, "thinking"),
@@ -196,6 +197,8 @@ COMMON: list[Case] = [
 NOT_SILICONFLOW: list[Case] = [
     ("enable_thinking", {"enable_thinking": True}, "enable_thinking"),
     ("thinking_budget", {"thinking_budget": 1024}, "thinking_budget"),
+    ("top_k", {"top_k": 50}, "top_k"),  # siliconflow.txt:166-170, documented nowhere else
+    ("min_p", {"min_p": 0.05}, "min_p"),  # siliconflow.txt:129-137
 ]
 
 TABLE: list[tuple[str, str, dict[str, Any], str | None]] = [

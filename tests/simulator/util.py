@@ -20,6 +20,13 @@ MODELS = {
 AUTH = {"authorization": "Bearer test-key"}
 
 
+# powertokens and siliconflow reason unasked (their pages' examples: powertokens.txt:13-41,
+# siliconflow.txt:11-39); a minimal body turns it off, so that an answer is just the echo unless a
+# test asks for reasoning (or for the default, by naming the model or a thinking field itself).
+QUIET = {"powertokens": {"thinking": {"type": "disabled"}}, "siliconflow": {"enable_thinking": False}}
+THINKING_FIELDS = {"thinking", "enable_thinking", "thinking_budget"}
+
+
 def body(provider: str, prompt: str = "hello there", **fields: Any) -> dict[str, Any]:
     """A minimal valid request; stream False unless given (powertokens defaults to streaming)."""
     out: dict[str, Any] = {
@@ -27,6 +34,8 @@ def body(provider: str, prompt: str = "hello there", **fields: Any) -> dict[str,
         "messages": [{"role": "user", "content": prompt}],
         "stream": False,
     }
+    if not fields.keys() & (THINKING_FIELDS | {"model"}):
+        out.update(QUIET.get(provider, {}))
     out.update(fields)
     return out
 
