@@ -9,12 +9,16 @@ $(BIN)/gateway: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test serve check bench
+.PHONY: demo test lint serve check bench
 demo: $(BIN)/gateway
 	$(BIN)/gateway demo
 
-test: $(BIN)/gateway
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(BIN)/gateway
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy
 
 check: $(BIN)/gateway
 	$(BIN)/gateway check --config config/gateway.yaml

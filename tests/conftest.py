@@ -53,13 +53,15 @@ class Simulator:
 
 def config_text(sim_url: str, extra_providers: str = "", extra_models: str = "") -> str:
     providers = "".join(
-        f"  {p}:\n    base_url: {sim_url}/{p}/v1\n    api_key: {UPSTREAM_KEYS[p]}\n    timeout: {{connect: 2, read: 5}}\n"
+        f"  {p}:\n    base_url: {sim_url}/{p}/v1\n    api_key: {UPSTREAM_KEYS[p]}\n"
+        "    timeout: {connect: 2, read: 5}\n"
         for p in PROVIDERS)
     models = "".join(f"  glm-{p}:\n    - provider: {p}\n      model: {UPSTREAM_MODEL[p]}\n" for p in PROVIDERS)
     models += (  # maxtoken takes no tool role; token360 does
         "  glm-fallback:\n    - {provider: maxtoken, model: glm-5-turbo}\n    - {provider: token360, model: glm-5.1}\n"
         "  glm-sf-qwq:\n    - {provider: siliconflow, model: Qwen/QwQ-32B}\n"
-        "  glm-strict:\n    - {provider: powertokens, model: glm-4.7-flash}\n    - {provider: maxtoken, model: glm-5-turbo}\n")
+        "  glm-strict:\n    - {provider: powertokens, model: glm-4.7-flash}\n"
+        "    - {provider: maxtoken, model: glm-5-turbo}\n")
     return f"providers:\n{providers}{extra_providers}models:\n{models}{extra_models}"
 
 

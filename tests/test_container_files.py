@@ -204,7 +204,8 @@ def test_compose_services(compose):
     assert "simulator" in gateway["depends_on"]
     env = gateway["environment"]
     env = dict(e.split("=", 1) for e in env) if isinstance(env, list) else env
-    assert re.fullmatch(r"\$\{GATEWAY_API_KEYS:-\S+\}", env["GATEWAY_API_KEYS"]), "client keys from the environment, with a default"
+    assert re.fullmatch(r"\$\{GATEWAY_API_KEYS:-\S+\}", env["GATEWAY_API_KEYS"]), \
+        "client keys from the environment, with a default"
     assert "./config/compose.yaml:/etc/gateway/gateway.yaml:ro" in gateway["volumes"]
     prometheus = services["prometheus"]
     assert prometheus["image"].startswith("prom/prometheus")

@@ -69,9 +69,11 @@ def rig(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ri
                  "inventive": Inventive(), "thinker": thinker, "lingering": lingering,
                  "scripted": Scripted(SCRIPTS)}.items()}
         extra = (
-            f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n    api_key: {UPSTREAM_KEYS['powertokens']}\n"
+            f"  unchecked:\n    profile: openai\n    base_url: {sim.url}/powertokens/v1\n"
+            f"    api_key: {UPSTREAM_KEYS['powertokens']}\n"
             f"  down:\n    profile: openai\n    base_url: http://127.0.0.1:{free_port()}/v1\n    api_key: k\n"
-            f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n    api_key: {UPSTREAM_KEYS['toapis']}\n"
+            f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n"
+            f"    api_key: {UPSTREAM_KEYS['toapis']}\n"
             f"    timeout: {{read: 0.5}}\n"
             + "".join(f"  {name}:\n    profile: openai\n    base_url: {url}/v1\n    api_key: {Scripted.KEY}\n"
                       for name, url in urls.items()))

@@ -33,7 +33,8 @@ def test_probes_answer_without_a_key(gateway: str) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": f"Basic {CLIENT_KEY}"}])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer sk-wrong"},
+                                     {"Authorization": f"Basic {CLIENT_KEY}"}])
 def test_v1_needs_a_client_key(gateway: str, sim: Simulator, headers: dict) -> None:
     for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models")):
         response = httpx.request(method, f"{gateway}{path}", headers=headers,

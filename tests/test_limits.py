@@ -21,12 +21,14 @@ BREACHES: list[tuple[str, dict[str, Any], str, str]] = [
     ("powertokens", {"temperature": 1.5}, "temperature", "temperature 1.5 is outside [0, 1] for powertokens"),
     ("powertokens", {"top_p": 0.001}, "top_p", "top_p 0.001 is outside [0.01, 1] for powertokens"),
     ("powertokens", {"max_tokens": 200000}, "max_tokens", "max_tokens 200000 is outside [1, 131072]"),
-    ("powertokens", {"max_completion_tokens": 0}, "max_completion_tokens", "max_completion_tokens 0 is outside [1, 131072]"),
+    ("powertokens", {"max_completion_tokens": 0}, "max_completion_tokens",
+     "max_completion_tokens 0 is outside [1, 131072]"),
     ("powertokens", {"stop": ["a", "b"]}, "stop", "stop has 2 sequences, more than the 1 allowed for powertokens"),
     ("powertokens", {"messages": [{"role": "system", "content": "s"}]}, "messages", "not system or assistant"),
     ("powertokens", {"tools": [TOOL] * 129}, "tools", "tools has 129 items, more than 128"),
     ("powertokens", {"tools": [{"type": "web_search", "web_search": {}}]}, "tools[0].type", "not one of function"),
-    ("powertokens", {"tools": [TOOL], "tool_choice": "required"}, "tool_choice", "tool_choice 'required' is not one of auto"),
+    ("powertokens", {"tools": [TOOL], "tool_choice": "required"}, "tool_choice",
+     "tool_choice 'required' is not one of auto"),
     ("powertokens", {"messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]},
      "messages[0].content", "content part 'file' is not accepted"),
     ("token360", {"messages": [IMAGE]}, "messages[0].content", "content part 'image_url' is not accepted"),
@@ -102,7 +104,8 @@ def test_when_every_route_rejects_the_first_reason_leads_and_the_others_follow(h
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == "temperature"
     assert error["message"].startswith("temperature 1.5 is outside [0, 1] for powertokens")
-    assert "Other routes of 'glm-strict' rejected it too: temperature 1.5 is outside [0, 1] for maxtoken" in error["message"]
+    assert ("Other routes of 'glm-strict' rejected it too: temperature 1.5 is outside [0, 1] for maxtoken"
+            in error["message"])
     assert sim.requests() == []
 
 

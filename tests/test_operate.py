@@ -164,7 +164,7 @@ def test_sighup_reloads_and_an_invalid_file_keeps_the_old_table(config: Path, wo
             config.write_text(broken)
             seen = len(served.logged("reload_rejected"))
             served.process.send_signal(signal.SIGHUP)
-            wait_until(lambda: len(served.logged("reload_rejected")) > seen, what="the rejected reload",
+            wait_until(lambda seen=seen: len(served.logged("reload_rejected")) > seen, what="the rejected reload",
                        log=served.lines)
             assert problem in served.logged("reload_rejected")[-1]["error"]
             assert chat(served.url, "glm-new").status_code == 200

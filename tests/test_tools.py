@@ -32,8 +32,8 @@ def test_tool_loop_without_streaming(client: openai.OpenAI, sim: Simulator, prov
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"query": ASK}
     assert sim.last(provider)["body"]["tools"] == TOOLS
-    second = client.chat.completions.create(model=f"glm-{provider}", messages=result_turn(call.id, call.function.arguments),
-                                            tools=TOOLS)
+    second = client.chat.completions.create(model=f"glm-{provider}", tools=TOOLS,
+                                            messages=result_turn(call.id, call.function.arguments))
     assert second.choices[0].message.content == "Tool said: sunny, 21 C"
     assert sim.last(provider)["body"]["messages"][2] == {"role": "tool", "tool_call_id": call.id,
                                                          "content": "sunny, 21 C"}

@@ -160,8 +160,9 @@ class UsageHonouring:
         body = json.loads(await _body(receive))
         self.bodies.append(body)
         await _start_sse(send)
-        out = b"".join(b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
-                       b'"delta":{"content":"%s"},"finish_reason":null}]}\n\n' % word for word in (b"a", b"b"))
+        chunk = (b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+                 b'[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n')
+        out = b"".join(chunk % word for word in (b"a", b"b"))
         if (body.get("stream_options") or {}).get("include_usage"):
             out += (b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
                     b'"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}\n\n')
