@@ -47,7 +47,7 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
     # nulls are not sent at all
     out = {name: value for name, value in body.items() if value is not None}
     dropped = [name for name in CONTROL_FIELDS if out.pop(name, None) is not None]
-    dropped += [name for name in profiles.foreign_fields(profile) if out.pop(name, None) is not None]
+    dropped += [name for name in sorted(profiles.foreign_fields(profile)) if out.pop(name, None) is not None]
     out["model"] = model
     out["stream"] = stream
     max_completion = out.pop("max_completion_tokens", None)
@@ -55,11 +55,11 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
         out["max_tokens"] = max_completion
     if isinstance(out.get("stop"), str) and profile.stop_as_list:
         out["stop"] = [out["stop"]]
-    if not profile.stream_options:
-        out.pop("stream_options", None)  # the relay honours include_usage itself
-    elif stream:
+    if stream and profile.stream_options:
         # usage feeds the token metrics; the relay strips the extra chunk if the client did not ask
         out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
+    else:  # undocumented upstream (the relay honours include_usage itself), or not a stream at all
+        out.pop("stream_options", None)
     if not profile.thinking.passthrough:
         for name in thinking.FIELDS:
             out.pop(name, None)

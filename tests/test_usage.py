@@ -46,3 +46,12 @@ def test_a_client_that_asks_gets_the_usage_chunk_once(rig: tuple[str, UsageHonou
     assert upstream.bodies[-1]["stream_options"] == {"include_usage": True}
     assert [c.usage.total_tokens for c in chunks if c.usage] == [6]
     assert chunks[-1].choices == []
+
+
+def test_stream_options_never_go_with_a_json_request(rig: tuple[str, UsageHonouring]) -> None:
+    gateway, upstream = rig
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="k", max_retries=0) as client:
+        answer = client.chat.completions.create(model="glm-plain", messages=[{"role": "user", "content": "x"}],
+                                                stream_options={"include_usage": True})
+    assert answer.choices[0].message.content == "hm"
+    assert upstream.bodies[-1]["stream"] is False and "stream_options" not in upstream.bodies[-1]

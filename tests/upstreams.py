@@ -159,6 +159,11 @@ class UsageHonouring:
             return
         body = json.loads(await _body(receive))
         self.bodies.append(body)
+        if not body.get("stream"):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": Inventive.JSON})
+            return
         await _start_sse(send)
         chunk = (b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m","choices":'
                  b'[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n')
