@@ -129,8 +129,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
             async for chunk in response.content.iter_any():
                 events, done = state.relay(splitter.feed(chunk), provider)
                 if events:
-                    await send({"type": "http.response.body", "body": b"\n\n".join(events) + b"\n\n",
-                                "more_body": not done})
+                    await send({"type": "http.response.body", "body": _framed(events), "more_body": not done})
                 if done:
                     exchange.ended = time.perf_counter()
                     await _drain(response)
@@ -141,11 +140,16 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
         if not done and not state.finished:
             raise UpstreamUnavailable(f"{provider.name} ended the stream before its answer was complete")
         events = events if done else state.done(events)
-        await send({"type": "http.response.body", "body": b"\n\n".join(events) + b"\n\n", "more_body": False})
+        await send({"type": "http.response.body", "body": _framed(events), "more_body": False})
     except EventTooLarge as exc:
         await _end_with_error(send, exchange, UpstreamUnavailable(f"{provider.name}: {exc}"))
     except GatewayError as exc:
         await _end_with_error(send, exchange, exc)
+
+
+def _framed(events: list[bytes]) -> bytes:
+    """Events (without terminators) as one write to the client."""
+    return b"\n\n".join(events) + b"\n\n"
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:
