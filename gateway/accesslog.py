@@ -62,14 +62,15 @@ class AccessLog:
     def request(self, exchange: Exchange) -> None:
         if self.level > LEVELS["info"]:
             return
-        for number, (provider, outcome) in enumerate(exchange.attempt_log, start=1):
+        for number, attempt in enumerate(exchange.attempts, start=1):
             self._write({"event": "attempt", "request_id": exchange.request_id, "attempt": number,
-                         "provider": provider, "outcome": outcome}, urgent=False)
+                         "provider": attempt.provider, "outcome": attempt.outcome,
+                         "headers_ms": _ms(attempt.headers)}, urgent=False)
         usage = exchange.usage or {}
         line: dict[str, Any] = {
             "event": "request", "request_id": exchange.request_id, "model": exchange.alias,
             "provider": exchange.provider, "upstream_model": exchange.upstream_model, "stream": exchange.stream,
-            "status": exchange.status, "error": exchange.error_code, "attempts": exchange.attempts,
+            "status": exchange.status, "error": exchange.error_code, "attempts": len(exchange.attempts),
             "latency_ms": _ms(exchange.latency()), "ttfb_ms": _ms(exchange.ttfb),
             "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
         }

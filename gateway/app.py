@@ -24,7 +24,8 @@ from .auth import ClientAuth
 from .config import Config, ConfigError
 from .errors import GatewayError, InvalidRequest, ModelNotFound
 from .exchange import Exchange
-from .handler import ChatCompletions
+from .handler import ChatCompletions, new_id
+from .health import Health
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
 from .routing import Router
@@ -41,21 +42,30 @@ class Gateway:
         self.upstream = Upstream()
         self.access_log = AccessLog(settings.log_level)
         self.metrics = Metrics()
+        self.health = Health(changed=self.metrics.health_changed)
         self._use(config)
 
     def _use(self, config: Config) -> None:
         self.router = Router(config)  # requests in flight keep the router they started with
         self.loaded_at = int(time.time())
-        self.metrics.configure(config.models, {p.name: p.enabled for p in config.providers.values()})
+        providers = config.providers.values()
+        self.metrics.configure({alias: [r.provider.name for r in routes] for alias, routes in config.models.items()},
+                               {p.name: p.enabled for p in providers},
+                               ejected=[p.name for p in providers if self.health.ejected(p.name)])
 
-    def reload(self) -> str | None:
+    def reload(self, *, count: bool = True) -> str | None:
         """Re-read the config file; an invalid one is refused and the old table keeps serving.
-        Returns the problem, or None when the new table is in force."""
+        Returns the problem, or None when the new table is in force. (Under --workers the
+        supervisor counts the reload it then makes of every worker: ``count=False`` here.)"""
         try:
             config = config_file.load(self.settings.config)
         except ConfigError as exc:
             self.access_log.event("reload_rejected", level="warning", error=str(exc))
+            if count:
+                self.metrics.reloaded(False)
             return str(exc)
+        if count:
+            self.metrics.reloaded(True)
         self._use(config)
         self.access_log.event("reloaded", config=config.path, models=len(config.models),
                               disabled=[p.name for p in config.providers.values() if not p.enabled])
@@ -66,6 +76,13 @@ class Gateway:
 
     def finished(self, exchange: Exchange) -> None:
         self.metrics.finished(exchange)
+        self.access_log.request(exchange)
+
+    def refused(self, scope: dict[str, Any], error: GatewayError) -> None:
+        """A request the key check turned away: counted and logged like any other (issue 9, point 2)."""
+        exchange = Exchange(request_id=new_id(), status=error.status, error_code=error.code)
+        exchange.ended = exchange.started
+        self.metrics.record(exchange)
         self.access_log.request(exchange)
 
     def failed(self, exchange: Exchange, error: Exception) -> None:
@@ -118,8 +135,9 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
-    chat = ChatCompletions(lambda: gateway.router, gateway.upstream, max_body_bytes=settings.max_body_bytes,
-                           max_event_bytes=settings.max_event_bytes, observer=gateway,
+    chat = ChatCompletions(lambda: gateway.router, gateway.upstream, gateway.health,
+                           max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
+                           observer=gateway,
                            keep_bodies=settings.log_bodies)
     # Listed for FastAPI too (405 for other methods); requests reach it through ChatFirst.
     app.router.routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
@@ -154,11 +172,12 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     @app.post("/admin/reload")
     async def admin_reload() -> JSONResponse:
-        problem = gateway.reload()
+        supervised = bool(os.environ.get(SUPERVISED))
+        problem = gateway.reload(count=not supervised)
         if problem is not None:
             return _error_response(InvalidRequest(f"reload refused, the old table keeps serving: {problem}",
                                                   code="invalid_config"))
-        if os.environ.get(SUPERVISED):
+        if supervised:
             os.kill(os.getppid(), signal.SIGHUP)  # the supervisor replaces every worker, one by one
         return JSONResponse({"status": "reloaded", "models": gateway.router.aliases})
 
@@ -176,4 +195,5 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error_response(InvalidRequest(str(exc.errors()[0].get("msg", "invalid request"))))
 
-    return ClientAuth(ChatFirst(chat, app), client_keys=settings.client_keys, admin_key=settings.admin_key)
+    return ClientAuth(ChatFirst(chat, app), client_keys=settings.client_keys, admin_key=settings.admin_key,
+                      refused=gateway.refused)

@@ -35,8 +35,10 @@ def _matches(token: str | None, keys: frozenset[str]) -> bool:
 
 
 class ClientAuth:
-    def __init__(self, app: ASGIApp, *, client_keys: frozenset[str], admin_key: str) -> None:
+    def __init__(self, app: ASGIApp, *, client_keys: frozenset[str], admin_key: str,
+                 refused: Callable[[dict[str, Any], Unauthorized], None] = lambda scope, error: None) -> None:
         self.app = app
+        self.refused = refused  # told of every /v1/* request turned away, for the metrics and the log
         self.client_keys = client_keys
         self.admin_keys = frozenset({admin_key}) if admin_key else frozenset()
 
@@ -44,6 +46,7 @@ class ClientAuth:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith("/v1/") and self.client_keys and not _matches(_bearer(scope), self.client_keys):
+                self.refused(scope, _NO_CLIENT_KEY)
                 return await send_error(send, _NO_CLIENT_KEY, _CHALLENGE)
             if path.startswith("/admin/") and not _matches(_bearer(scope), self.admin_keys):
                 return await send_error(send, _NO_ADMIN_KEY, _CHALLENGE)

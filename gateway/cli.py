@@ -74,11 +74,15 @@ class _Supervisor(Multiprocess):
         self._settings_path = settings_path
 
     def handle_hup(self) -> None:
+        from .metrics import Metrics  # after PROMETHEUS_MULTIPROC_DIR is set
+
         try:
             load(self._settings_path)
         except ConfigError as exc:
             AccessLog().event("reload_rejected", level="warning", error=str(exc))
+            Metrics.reloaded(False)
             return
+        Metrics.reloaded(True)
         with self._forgetting_replaced_workers():
             super().handle_hup()
 
@@ -109,6 +113,8 @@ def serve(args: argparse.Namespace) -> None:
         # every worker writes its metrics here and /metrics sums them (set before any import of them)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
         atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if args.workers > 1:
+        os.environ[SUPERVISED] = str(os.getpid())  # workers find their siblings' process metrics by it
     if settings.metrics_port is not None:
         from .metrics import serve_separately
         serve_separately(settings.metrics_port, settings.host)
@@ -117,7 +123,6 @@ def serve(args: argparse.Namespace) -> None:
                                    log_level=settings.log_level, access_log=False,
                                    timeout_graceful_shutdown=int(settings.shutdown_grace))
     if args.workers > 1:
-        os.environ[SUPERVISED] = "1"
         _Supervisor(server_config, [server_config.bind_socket()], settings.config).run()
     else:
         uvicorn.Server(server_config).run()

@@ -131,3 +131,28 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+
+#: Outcomes that are not errors answered to anyone: the client left (nginx's 499), or the gateway
+#: cut a stream at the end of its shutdown grace.
+CLIENT_CLOSED, CLIENT_CLOSED_STATUS = "client_closed", 499
+SHUTDOWN = "shutdown"
+
+
+def _codes() -> dict[str, int]:
+    """Every error code the gateway answers with -> its status: the bounded values of the metrics'
+    ``code`` and ``outcome`` labels."""
+    codes: dict[str, int] = {}
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.code is not None:
+            codes.setdefault(cls.code, cls.status)
+    codes.update({CLIENT_CLOSED: CLIENT_CLOSED_STATUS, SHUTDOWN: 503, "invalid_config": 400})
+    return codes
+
+
+CODES = _codes()
+_UPSTREAM: list[type[UpstreamError]] = [UpstreamError, *UpstreamError.__subclasses__()]
+UPSTREAM_CODES = tuple(sorted({cls.code for cls in _UPSTREAM if cls.code}))

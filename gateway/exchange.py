@@ -1,10 +1,24 @@
-"""What happened to one request, as the relay saw it: read by the access log and the metrics."""
+"""What happened to one request, as the relay saw it: read by the access log and the metrics.
+
+Times are ``time.perf_counter()`` readings; durations are derived from them where they are read.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one route: timed from its own start, so a fallback never charges one provider's
+    wait to another (issue 9, point 4)."""
+
+    provider: str
+    started: float = field(default_factory=time.perf_counter)
+    outcome: str = ""  # "ok", or the code of the error that ended it; "" while it runs
+    headers: float | None = None  # seconds from the attempt's start to the upstream's response headers
 
 
 @dataclass(slots=True)
@@ -16,24 +30,43 @@ class Exchange:
     upstream_model: str | None = None
     stream: bool = False
     status: int = 0  # set when the response starts
-    attempts: int = 0
     error_code: str | None = None
-    ttfb: float | None = None  # seconds from start to the upstream's first byte
+    received: float | None = None  # when the client's body was in hand
     first_reasoning: float | None = None  # seconds from start to the first reasoning_content delta
     first_content: float | None = None  # seconds from start to the first content delta
+    last_delta: float | None = None  # when the latest delta arrived
+    gaps: list[float] = field(default_factory=list)  # seconds between consecutive stream deltas
     usage: dict[str, Any] | None = None
     dropped: list[str] = field(default_factory=list)
-    attempt_log: list[tuple[str, str]] = field(default_factory=list)  # (provider, "ok" or error code)
+    attempts: list[Attempt] = field(default_factory=list)
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (provider, param) of skipped routes
     body: bytes | None = None  # what the upstream was sent, kept only with GATEWAY_LOG_BODIES=true
-    ended: float | None = None  # when the client had its last byte, if the gateway had more to do
+    upstream_done: float | None = None  # when the upstream's last byte of the answer was read
+    ended: float | None = None  # when the client had its last byte: from then on nothing is a 499
 
     @property
     def responded(self) -> bool:
         return self.status != 0
 
+    @property
+    def code(self) -> str:
+        """The request's outcome as a bounded word: ``ok`` or the gateway's error code."""
+        return self.error_code or "ok"
+
+    @property
+    def ttfb(self) -> float | None:
+        """The answering (last) attempt's time to response headers."""
+        return self.attempts[-1].headers if self.attempts else None
+
     def since_start(self) -> float:
         return time.perf_counter() - self.started
+
+    def delta_seen(self) -> None:
+        """A reasoning, content or tool-call delta arrived: the gap since the one before counts."""
+        now = time.perf_counter()
+        if self.last_delta is not None:
+            self.gaps.append(now - self.last_delta)
+        self.last_delta = now
 
     def latency(self) -> float:
         """Seconds from the request's start to the client's last byte."""

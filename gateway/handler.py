@@ -13,20 +13,24 @@ import contextlib
 import itertools
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import request as request_body
 from .config import Route
 from .errors import (
+    CLIENT_CLOSED,
+    CLIENT_CLOSED_STATUS,
+    SHUTDOWN,
     GatewayError,
     InternalError,
-    InvalidRequest,
     PayloadTooLarge,
     UpstreamError,
     UpstreamUnavailable,
 )
-from .exchange import Exchange
+from .exchange import Attempt, Exchange
+from .health import Health
 from .relay import Headers, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
@@ -50,10 +54,11 @@ class Observer(Protocol):
 
 
 class ChatCompletions:
-    def __init__(self, router: Callable[[], Router], upstream: Upstream, *, max_body_bytes: int,
+    def __init__(self, router: Callable[[], Router], upstream: Upstream, health: Health, *, max_body_bytes: int,
                  max_event_bytes: int, observer: Observer, keep_bodies: bool = False) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
+        self._health = health
         self._max_body = max_body_bytes
         self._max_event = max_event_bytes
         self._observer = observer
@@ -61,27 +66,31 @@ class ChatCompletions:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request_id, length = _headers(scope)
-        exchange = Exchange(request_id=request_id or _new_id())
+        exchange = Exchange(request_id=request_id or new_id())
         id_header = (b"x-request-id", exchange.request_id.encode())
-        watcher = _DisconnectWatcher(receive)
+        watcher = _DisconnectWatcher(receive, exchange)
         self._observer.started()
         try:
             raw = await _read_body(receive, length, self._max_body)
+            exchange.received = time.perf_counter()
             watcher.arm()
             await self._handle(raw, send, exchange, id_header)
         except GatewayError as exc:
             exchange.status, exchange.error_code = exc.status, exc.code
             await send_error(send, exc, [id_header])
+        except ClientLeft:
+            exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         except asyncio.CancelledError:
             if not watcher.disconnected:  # shut down past its grace period: say so rather than cut off
-                exchange.error_code = "shutdown"
-                if exchange.responded and exchange.stream:
+                exchange.error_code = SHUTDOWN
+                if exchange.responded and exchange.stream and exchange.ended is None:
                     with contextlib.suppress(Exception):
                         await send({"type": "http.response.body", "body": frame(_SHUTTING_DOWN.body()),
                                     "more_body": False})
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            exchange.status = 499  # the client went away; the upstream request was cancelled with it
+            # the client went away; the upstream request was cancelled with it
+            exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         except Exception as exc:  # a bug of ours: one line, no stack trace, no request content
             self._observer.failed(exchange, exc)
             exchange.error_code = "internal_error"
@@ -91,36 +100,42 @@ class ChatCompletions:
                                                      f"{exchange.request_id}"), [id_header])
         finally:
             watcher.stop()
+            for attempt in exchange.attempts:
+                attempt.outcome = attempt.outcome or exchange.code  # cut off by the client, a shutdown, a bug
             try:
                 self._observer.finished(exchange)
             except Exception as exc:  # the answer is out; a bug in recording it must not reach the client
                 self._observer.failed(exchange, exc)
 
     async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
-        body = request_body.parse(raw)
+        body = request_body.load(raw)
         exchange.alias = body["model"]
+        request_body.check(body)
         exchange.stream = request_body.wants_stream(body)
         router = self._router()
         routes = router.candidates(body["model"])
         intent = read_intent(body)
         eligible = router.eligible(routes, body, intent, exchange.rejections)
-        for attempt, route in enumerate(eligible, start=1):
-            exchange.attempts = attempt
+        for number, route in enumerate(eligible, start=1):
+            attempt = Attempt(route.provider.name)
+            exchange.attempts.append(attempt)
             try:
-                await self._attempt(route, body, intent, send, exchange, id_header)
+                await self._attempt(route, body, intent, send, exchange, attempt, id_header)
             except UpstreamError as exc:
-                exchange.attempt_log.append((route.provider.name, exc.code or "upstream_error"))
-                if exchange.responded or not exc.retryable or attempt == len(eligible):
+                attempt.outcome = exc.code or "upstream_error"
+                self._health.record(attempt.provider, attempt.outcome)
+                if exchange.responded or not exc.retryable or number == len(eligible):
                     exc.headers.setdefault("x-gateway-provider", route.provider.name)
                     if exchange.dropped:
                         exc.headers.setdefault("x-gateway-dropped", ",".join(exchange.dropped))
                     raise
             else:
-                exchange.attempt_log.append((route.provider.name, exchange.error_code or "ok"))
+                attempt.outcome = exchange.error_code or "ok"
+                self._health.record(attempt.provider, attempt.outcome)
                 return
 
     async def _attempt(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
-                       id_header: tuple[bytes, bytes]) -> None:
+                       attempt: Attempt, id_header: tuple[bytes, bytes]) -> None:
         """One route: rewrite -> send -> relay. An UpstreamError before the response starts lets
         the caller try the next route."""
         provider, profile, stream = route.provider, route.provider.profile, exchange.stream
@@ -128,9 +143,9 @@ class ChatCompletions:
         upstream_body, exchange.dropped = rewrite(body, intent, profile, route.model, stream)
         if self._keep_bodies:
             exchange.body = upstream_body
-        async with self._upstream.post(provider, upstream_body, stream=stream,
-                                       request_id=exchange.request_id) as response:
-            exchange.ttfb = exchange.since_start()  # the upstream's first bytes: its status and headers
+        attempt.started = time.perf_counter()
+        async with self._upstream.post(provider, upstream_body, stream=stream, request_id=exchange.request_id,
+                                       attempt=attempt) as response:
             headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode())]
             if exchange.dropped:
                 headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
@@ -153,10 +168,11 @@ class _DisconnectWatcher:
     """
 
     ARM_AFTER = 0.05
-    __slots__ = ("_receive", "_task", "_owner", "_timer", "disconnected")
+    __slots__ = ("_receive", "_exchange", "_task", "_owner", "_timer", "disconnected")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, exchange: Exchange) -> None:
         self._receive = receive
+        self._exchange = exchange
         self._task: asyncio.Task[None] | None = None
         self._owner: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -174,7 +190,10 @@ class _DisconnectWatcher:
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
-        if self._owner is not None:
+        # Once the response is complete the server reports a disconnect too (uvicorn does): the
+        # client has every byte, and what is left (reading the upstream's body end so that its
+        # connection is reused) must finish, not be cut off as a 499 (issue 9, point 1).
+        if self._owner is not None and self._exchange.ended is None:
             self.disconnected = True
             self._owner.cancel()
 
@@ -186,6 +205,10 @@ class _DisconnectWatcher:
             self._task.cancel()
 
 
+class ClientLeft(Exception):
+    """The client went away before its request was in hand: nobody to answer."""
+
+
 _SHUTTING_DOWN = UpstreamUnavailable("the gateway is shutting down; this stream was cut off", code="shutdown")
 
 # A client's request id is sent upstream and logged: printable, bounded, or replaced by our own.
@@ -194,7 +217,7 @@ _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
 
-def _new_id() -> str:
+def new_id() -> str:
     """Unique within the process's life and across processes (random prefix), cheaper than uuid4."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):020x}"
 
@@ -218,7 +241,7 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise InvalidRequest("the client went away before sending its body")
+            raise ClientLeft()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

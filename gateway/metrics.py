@@ -1,16 +1,21 @@
 """Prometheus families (prefix ``gateway_``), fed from each finished :class:`Exchange`.
 
 Labels stay bounded: ``model`` is a configured alias (anything else is ``unknown``), ``provider``
-a configured provider, ``param`` a field path with its indices folded (``messages[].content``).
-With ``--workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts, and the
-values live in files every worker writes and ``/metrics`` sums.
+a configured provider (``none``: no route was tried), ``code`` and ``outcome`` the gateway's own
+error codes (:data:`gateway.errors.CODES`), ``param`` a field path with its indices folded
+(``messages[].content``). With ``--workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before any
+worker starts, and the values live in files every worker writes and ``/metrics`` sums.
+
+Every label set a dashboard needs from the first event is created at 0 when a config is loaded:
+``rate()`` and ``increase()`` see nothing of a series until its second sample (issue 9, point 5).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported)
@@ -25,24 +30,47 @@ from prometheus_client import (
     start_http_server,
 )
 
+from . import __version__
+from .errors import CLIENT_CLOSED, CODES, SHUTDOWN, UPSTREAM_CODES
 from .exchange import Exchange
+from .processes import WorkerProcesses
 
-_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Streams run for minutes (the idle timeout bounds a silence, not the total): up to 30 minutes,
+# with fine steps where thinking answers land (10-120 s).
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300,
+            600, 900, 1200, 1800)
+_GAPS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 _INDEX = re.compile(r"\[\d+\]")
+TOKEN_KINDS = ("prompt", "completion", "reasoning", "cached")
+#: what an attempt can end as: "ok" or the code of the error that ended it
+OUTCOMES = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, "internal_error")
 
-REQUESTS = Counter("gateway_requests", "Chat completion requests by outcome", ["model", "provider", "status"])
-DURATION = Histogram("gateway_request_duration_seconds", "Whole request, to the last byte sent",
-                     ["model", "provider"], buckets=_SECONDS)
-TTFB = Histogram("gateway_upstream_ttfb_seconds", "Time to the upstream's first body byte", ["provider"],
-                 buckets=_SECONDS)
-TTFT = Histogram("gateway_time_to_first_token_seconds", "Streams: time to the first reasoning / content delta",
-                 ["model", "provider", "kind"], buckets=_SECONDS)
+REQUESTS = Counter("gateway_requests", "Requests by HTTP status and outcome code (ok, or the gateway's error code)",
+                   ["model", "provider", "status", "code"])
+DURATION = Histogram("gateway_request_duration_seconds", "Whole request, from its first byte to the last byte "
+                     "sent to the client", ["model", "provider", "stream"], buckets=_LATENCY)
+TTFB = Histogram("gateway_upstream_ttfb_seconds", "Per attempt: from sending the request upstream to the "
+                 "upstream's response headers (every attempt that got headers, errors included)", ["provider"],
+                 buckets=_LATENCY)
+TTFT = Histogram("gateway_time_to_first_token_seconds", "Streams: from the request's start to the first reasoning "
+                 "/ content delta", ["model", "provider", "kind"], buckets=_LATENCY)
+GAPS = Histogram("gateway_inter_token_seconds", "Streams: each gap between two consecutive deltas (reasoning, "
+                 "content or tool call)", ["model", "provider"], buckets=_GAPS)
+OVERHEAD = Histogram("gateway_overhead_seconds", "The gateway's own time: phase=request from the client's body in "
+                     "hand to the upstream call, phase=response from the upstream's last byte to the client's",
+                     ["phase"], buckets=_OVERHEAD)
 TOKENS = Counter("gateway_tokens", "Tokens by kind, from upstream usage", ["model", "provider", "kind"])
 INFLIGHT = Gauge("gateway_inflight_requests", "Chat completions in progress", multiprocess_mode="livesum")
-ATTEMPTS = Counter("gateway_upstream_attempts", "Upstream attempts by outcome", ["provider", "outcome"])
+ATTEMPTS = Counter("gateway_upstream_attempts", "Upstream attempts by outcome (ok, or the error code that ended "
+                   "the attempt)", ["provider", "outcome"])
 REJECTIONS = Counter("gateway_rejections", "Routes skipped for a documented limit", ["provider", "param"])
-PROVIDER_UP = Gauge("gateway_provider_up", "1 when the provider's last attempt did not fail (0: failing or "
-                    "disabled)", ["provider"], multiprocess_mode="mostrecent")
+PROVIDER_UP = Gauge("gateway_provider_up", "1 when the provider is enabled and not ejected for failing (with "
+                    "workers: in every worker)", ["provider"], multiprocess_mode="livemin")
+BUILD = Gauge("gateway_build_info", "The running build: always 1", ["version", "python"], multiprocess_mode="max")
+RELOADS = Counter("gateway_config_reloads", "Config reloads by result (success, failure)", ["result"])
+LOADED = Gauge("gateway_config_loaded_timestamp_seconds", "When the config in force was loaded (Unix time)",
+               multiprocess_mode="max")
 
 
 class _Children:
@@ -75,49 +103,97 @@ def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
     yield "cached", _detail(usage, "prompt_tokens_details", "cached_tokens")
 
 
+#: the request outcomes worth a series from the start: before any provider, and on a provider
+_BEFORE_ANY_PROVIDER = ("invalid_request", "unsupported_by_provider", "payload_too_large", "provider_disabled",
+                        CLIENT_CLOSED, "internal_error")
+_UNKNOWN_MODEL = ("model_not_found", "invalid_request", "invalid_api_key", "payload_too_large", CLIENT_CLOSED)
+_ON_A_PROVIDER = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, SHUTDOWN, "internal_error")
+_MID_STREAM = ("upstream_error", "upstream_timeout", SHUTDOWN)  # 200 already sent, then the stream failed
+
+
 class Metrics:
     """Records exchanges; knows the configured names so that no label comes from a client."""
 
     def __init__(self) -> None:
         self.aliases: frozenset[str] = frozenset()
-        self._known_up: set[str] = set()
         self.requests, self.duration, self.ttfb = _Children(REQUESTS), _Children(DURATION), _Children(TTFB)
-        self.ttft, self.tokens, self.attempts = _Children(TTFT), _Children(TOKENS), _Children(ATTEMPTS)
-        self.rejections, self.provider_up = _Children(REJECTIONS), _Children(PROVIDER_UP)
+        self.ttft, self.gaps, self.tokens = _Children(TTFT), _Children(GAPS), _Children(TOKENS)
+        self.attempts, self.rejections = _Children(ATTEMPTS), _Children(REJECTIONS)
+        self.provider_up, self.overhead = _Children(PROVIDER_UP), _Children(OVERHEAD)
+        BUILD.labels(__version__, platform.python_version()).set(1)
+        for result in ("success", "failure"):
+            RELOADS.labels(result)
 
-    def configure(self, aliases: Iterable[str], providers: dict[str, bool]) -> None:
-        """The names in force (called at start and on reload); ``providers``: name -> enabled."""
-        self.aliases = frozenset(aliases)
+    def configure(self, routes: Mapping[str, Sequence[str]], providers: Mapping[str, bool],
+                  ejected: Iterable[str] = ()) -> None:
+        """The names in force (at start and on reload): alias -> its providers, provider -> enabled."""
+        self.aliases = frozenset(routes)
+        LOADED.set_to_current_time()
+        down = set(ejected)
         for name, enabled in providers.items():
-            if not enabled:
-                self.provider_up(name).set(0)
-            elif name not in self._known_up:  # a reload keeps what the last attempts said
-                self.provider_up(name).set(1)
-        self._known_up = {name for name, enabled in providers.items() if enabled}
+            self.provider_up(name).set(1 if enabled and name not in down else 0)
+            self.ttfb(name)
+            for outcome in OUTCOMES:
+                self.attempts(name, outcome)
+        for phase in ("request", "response"):
+            self.overhead(phase)
+        for code in _UNKNOWN_MODEL:
+            self.requests("unknown", "none", str(CODES[code]), code)
+        for alias, names in routes.items():
+            for code in _BEFORE_ANY_PROVIDER:
+                self.requests(alias, "none", str(CODES[code]), code)
+            for name in names:
+                for code in _ON_A_PROVIDER:
+                    self.requests(alias, name, "200" if code == "ok" else str(CODES[code]), code)
+                for code in _MID_STREAM:
+                    self.requests(alias, name, "200", code)
+                for stream in ("true", "false"):
+                    self.duration(alias, name, stream)
+                for kind in ("reasoning", "content"):
+                    self.ttft(alias, name, kind)
+                for kind in TOKEN_KINDS:
+                    self.tokens(alias, name, kind)
+                self.gaps(alias, name)
+
+    def health_changed(self, provider: str, up: bool) -> None:
+        self.provider_up(provider).set(1 if up else 0)
+
+    @staticmethod
+    def reloaded(ok: bool) -> None:
+        RELOADS.labels("success" if ok else "failure").inc()
 
     def started(self) -> None:
         INFLIGHT.inc()
 
     def finished(self, exchange: Exchange) -> None:
         INFLIGHT.dec()
+        self.record(exchange)
+
+    def record(self, exchange: Exchange) -> None:
+        """Counts one request (``finished`` for those that were in flight; a refused key never was)."""
         model = exchange.alias if exchange.alias in self.aliases else "unknown"
         provider = exchange.provider or "none"
-        self.requests(model, provider, str(exchange.status)).inc()
-        self.duration(model, provider).observe(exchange.latency())
-        for name, outcome in exchange.attempt_log:
-            self.attempts(name, outcome).inc()
-            if outcome in ("ok", "upstream_rejected", "content_filter"):
-                self.provider_up(name).set(1)
-            elif outcome in ("upstream_error", "upstream_timeout"):
-                self.provider_up(name).set(0)
+        code = exchange.code if exchange.code in CODES or exchange.code == "ok" else "internal_error"
+        self.requests(model, provider, str(exchange.status), code).inc()
+        self.duration(model, provider, "true" if exchange.stream else "false").observe(exchange.latency())
+        for attempt in exchange.attempts:
+            self.attempts(attempt.provider, attempt.outcome).inc()
+            if attempt.headers is not None:
+                self.ttfb(attempt.provider).observe(attempt.headers)
         for name, param in exchange.rejections:
             self.rejections(name, _INDEX.sub("[]", param)).inc()
-        if exchange.ttfb is not None and exchange.provider:
-            self.ttfb(provider).observe(exchange.ttfb)
+        if exchange.attempts and exchange.received is not None:
+            self.overhead("request").observe(exchange.attempts[0].started - exchange.received)
+        if exchange.upstream_done is not None and exchange.ended is not None:
+            self.overhead("response").observe(exchange.ended - exchange.upstream_done)
         if exchange.first_reasoning is not None:
             self.ttft(model, provider, "reasoning").observe(exchange.first_reasoning)
         if exchange.first_content is not None:
             self.ttft(model, provider, "content").observe(exchange.first_content)
+        if exchange.gaps:
+            gaps = self.gaps(model, provider)
+            for gap in exchange.gaps:
+                gaps.observe(gap)
         if exchange.usage:
             for kind, count in _tokens(exchange.usage):
                 if isinstance(count, int) and not isinstance(count, bool) and count > 0:
@@ -129,6 +205,7 @@ def _registry() -> CollectorRegistry | None:
         return None
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(WorkerProcesses())  # the default process collector sees only the answering worker
     return registry
 
 

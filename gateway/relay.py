@@ -35,6 +35,7 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
                      exchange: Exchange) -> None:
     with mapped_errors(provider):
         body = await response.read()
+    exchange.upstream_done = time.perf_counter()
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -46,6 +47,7 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
+    exchange.ended = time.perf_counter()  # before any await: from here the client is not a 499
 
 
 class _StreamState:
@@ -73,9 +75,12 @@ class _StreamState:
                 self.finished = True
             delta = first.get("delta")
             if isinstance(delta, dict):
-                if exchange.first_reasoning is None and delta.get("reasoning_content"):
+                reasoning, content = delta.get("reasoning_content"), delta.get("content") or delta.get("tool_calls")
+                if reasoning or content:
+                    exchange.delta_seen()
+                if exchange.first_reasoning is None and reasoning:
                     exchange.first_reasoning = exchange.since_start()
-                if exchange.first_content is None and (delta.get("content") or delta.get("tool_calls")):
+                if exchange.first_content is None and content:
                     exchange.first_content = exchange.since_start()
         usage = chunk.get("usage")
         if not isinstance(usage, dict) or not usage:
@@ -128,12 +133,15 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
         with mapped_errors(provider):
             async for chunk in response.content.iter_any():
                 events, done = state.relay(splitter.feed(chunk), provider)
+                if done:
+                    exchange.upstream_done = time.perf_counter()
                 if events:
                     await send({"type": "http.response.body", "body": _framed(events), "more_body": not done})
                 if done:
-                    exchange.ended = time.perf_counter()
+                    exchange.ended = time.perf_counter()  # before any await: the watcher reads it
                     await _drain(response)
                     return
+        exchange.upstream_done = time.perf_counter()
         # The upstream closed its body without a blank line after its last event, or without
         # [DONE]: a complete answer (a finish_reason was seen) still ends as OpenAI's does.
         events, done = state.relay([splitter.pending.strip()] if splitter.pending.strip() else [], provider)
@@ -141,6 +149,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
             raise UpstreamUnavailable(f"{provider.name} ended the stream before its answer was complete")
         events = events if done else state.done(events)
         await send({"type": "http.response.body", "body": _framed(events), "more_body": False})
+        exchange.ended = time.perf_counter()
     except EventTooLarge as exc:
         await _end_with_error(send, exchange, UpstreamUnavailable(f"{provider.name}: {exc}"))
     except GatewayError as exc:
@@ -176,3 +185,4 @@ def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider)
 async def _end_with_error(send: Send, exchange: Exchange, error: GatewayError) -> None:
     exchange.error_code = error.code
     await send({"type": "http.response.body", "body": frame(error.body()), "more_body": False})
+    exchange.ended = time.perf_counter()

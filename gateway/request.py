@@ -20,7 +20,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse(raw: bytes) -> dict[str, Any]:
+def load(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object with a string ``model``: enough to know which alias it is for,
+    before the rest is checked (so that a bad body for a configured alias is counted as that alias)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -29,6 +31,11 @@ def parse(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("the body must be a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("model is required and must be a string", param="model")
+    return body
+
+
+def check(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields every route reads, checked for their shape; returns ``body``."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages is required and must be a non-empty array", param="messages")

@@ -8,6 +8,7 @@ second than httpx's default pool (issue 4, "Speed"; measured in bench/).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .exchange import Attempt
 
 #: Upstream response headers a client gets back (issue 4, "Decisions"); plus each profile's own.
 PASSED_BACK = ("retry-after",)
@@ -66,15 +68,17 @@ class Upstream:
         return fixed[1], fixed[2]
 
     @contextlib.asynccontextmanager
-    async def post(self, provider: Provider, body: bytes, *, stream: bool,
-                   request_id: str) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body`` to the provider; yields the response once its headers arrived, 2xx only."""
+    async def post(self, provider: Provider, body: bytes, *, stream: bool, request_id: str,
+                   attempt: Attempt) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` to the provider; yields the response once its headers arrived, 2xx only.
+        ``attempt.headers`` is set when they arrive, whatever the status."""
         assert self._session is not None, "Upstream.start() was not awaited"
         base, timeout = self._fixed(provider)
         headers = {**base, "Accept": "text/event-stream" if stream else "application/json", "X-Request-Id": request_id}
         with mapped_errors(provider):
             async with self._session.post(provider.url, data=body, headers=headers, timeout=timeout,
                                           allow_redirects=False) as response:
+                attempt.headers = time.perf_counter() - attempt.started
                 if response.status >= 300:
                     raise error_for_status(provider, response.status,
                                            await response.content.read(_ERROR_BODY_LIMIT), response.headers)

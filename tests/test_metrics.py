@@ -1,14 +1,22 @@
-"""/metrics after real traffic: the counters and histograms move as the requests did."""
+"""/metrics after real traffic: the counters and histograms move as the requests did, and say
+what the clients saw (issue 9's five defects each have a test here)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import openai
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Simulator
+from tests.conftest import CLIENT_KEY, Simulator, config_text, start_gateway
+from tests.servers import serve
+from tests.upstreams import Lingering
 
 USER = {"role": "user", "content": "Hello there"}
 
@@ -34,8 +42,10 @@ class Delta:
 def test_a_json_request_moves_requests_latency_ttfb_and_tokens(gateway: str, http: httpx.Client) -> None:
     delta = Delta(gateway)
     assert http.post("/v1/chat/completions", json={"model": "glm-toapis", "messages": [USER]}).status_code == 200
-    assert delta("gateway_requests_total", model="glm-toapis", provider="toapis", status="200") == 1
-    assert delta("gateway_request_duration_seconds_count", model="glm-toapis", provider="toapis") == 1
+    assert delta("gateway_requests_total", model="glm-toapis", provider="toapis", status="200", code="ok") == 1
+    assert delta("gateway_request_duration_seconds_count", model="glm-toapis", provider="toapis", stream="false") == 1
+    assert delta("gateway_overhead_seconds_count", phase="request") == 1
+    assert delta("gateway_overhead_seconds_count", phase="response") == 1
     assert delta("gateway_upstream_ttfb_seconds_count", provider="toapis") == 1
     assert delta("gateway_tokens_total", model="glm-toapis", provider="toapis", kind="prompt") == 2
     assert delta("gateway_tokens_total", model="glm-toapis", provider="toapis", kind="completion") == 3
@@ -56,6 +66,9 @@ def test_a_thinking_stream_times_first_reasoning_and_first_content_apart(gateway
     content = delta("gateway_time_to_first_token_seconds_sum", **labels, kind="content")
     assert content - reasoning > 0.1  # four reasoning deltas, 40 ms apart, come first
     assert delta("gateway_tokens_total", **labels, kind="reasoning") == 4
+    gaps = delta("gateway_inter_token_seconds_count", **labels)
+    assert gaps >= 4 and delta("gateway_inter_token_seconds_sum", **labels) / gaps > 0.02  # 40 ms apart
+    assert delta("gateway_request_duration_seconds_count", **labels, stream="true") == 1
 
 
 def test_rejections_failures_and_provider_health(gateway: str, http: httpx.Client, sim: Simulator) -> None:
@@ -65,13 +78,14 @@ def test_rejections_failures_and_provider_health(gateway: str, http: httpx.Clien
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
     assert delta("gateway_rejections_total", provider="powertokens", param="temperature") == 1
     assert delta("gateway_rejections_total", provider="token360", param="messages[].content") == 1
-    assert delta("gateway_requests_total", model="glm-powertokens", provider="none", status="400") == 1
+    assert delta("gateway_requests_total", model="glm-powertokens", provider="none", status="400",
+                 code="unsupported_by_provider") == 1
     sim.control(provider="maxtoken", status=500, count=1)
     http.post("/v1/chat/completions", json={"model": "glm-maxtoken", "messages": [USER]})
     assert delta("gateway_upstream_attempts_total", provider="maxtoken", outcome="upstream_error") == 1
-    assert value(scrape(gateway), "gateway_provider_up", provider="maxtoken") == 0
-    http.post("/v1/chat/completions", json={"model": "glm-maxtoken", "messages": [USER]})
-    assert value(scrape(gateway), "gateway_provider_up", provider="maxtoken") == 1
+    assert delta("gateway_requests_total", model="glm-maxtoken", provider="maxtoken", status="502",
+                 code="upstream_error") == 1
+    assert value(scrape(gateway), "gateway_provider_up", provider="maxtoken") == 1  # one failure is no outage
 
 
 def test_labels_never_carry_a_client_string(gateway: str, http: httpx.Client) -> None:
@@ -97,3 +111,97 @@ def test_inflight_counts_open_streams(gateway: str, http: httpx.Client, sim: Sim
     assert value(scrape(gateway), "gateway_inflight_requests") == before + 1
     thread.join(10)
     assert done.is_set() and value(scrape(gateway), "gateway_inflight_requests") == before
+
+
+@pytest.fixture(scope="module")
+def lingering_gateway(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lingering]]:
+    """A gateway whose ``glm-lingering`` streams for 150 ms (the disconnect watcher is armed) and whose
+    upstream ends its body 300 ms after [DONE] (the gateway is still reading it when the client has all)."""
+    lingering = Lingering(before=0.15, after=0.3)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(serve(lingering))
+        extra = f"  lingering:\n    profile: openai\n    base_url: {url}/v1\n    api_key: k\n"
+        path = tmp_path_factory.mktemp("lingering") / "gateway.yaml"
+        path.write_text(config_text(sim.url, extra, "  glm-lingering:\n    - {provider: lingering, model: m}\n"))
+        yield stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY, log_level="info")), lingering
+
+
+def test_a_stream_read_to_its_end_is_a_200_not_a_499(lingering_gateway: tuple[str, Lingering],
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """Defect 1: once the response is complete the server reports a disconnect; that is no 499,
+    and the body end after [DONE] is still read, so the upstream connection is reused."""
+    url, lingering = lingering_gateway
+    delta = Delta(url)
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+        for _ in range(3):
+            chunks = list(client.chat.completions.create(model="glm-lingering", messages=[USER], stream=True))
+            assert chunks[0].choices[0].delta.content == "hi"
+            time.sleep(0.5)  # the gateway reads the body end after the client has its answer
+    assert delta("gateway_requests_total", model="glm-lingering", provider="lingering", status="200", code="ok") == 3
+    assert delta("gateway_requests_total", model="glm-lingering", provider="lingering", status="499",
+                 code="client_closed") == 0
+    assert delta("gateway_upstream_attempts_total", provider="lingering", outcome="ok") == 3
+    assert len(set(lingering.clients[-3:])) == 1, "the upstream connection was dropped, not reused"
+    lines = [line for line in capfd.readouterr().out.splitlines() if '"glm-lingering"' in line]
+    assert [('"status":200' in line) for line in lines[-3:]] == [True] * 3, lines
+
+
+def test_a_refused_key_is_counted_and_logged(gateway: str) -> None:
+    """Defect 2: the key check answers before the chat handler; its 401s still show."""
+    delta = Delta(gateway)
+    for headers in ({"Authorization": "Bearer sk-wrong"}, {}):
+        response = httpx.post(f"{gateway}/v1/chat/completions", headers=headers,
+                              json={"model": "glm-toapis", "messages": [USER]})
+        assert response.status_code == 401
+    assert delta("gateway_requests_total", model="unknown", provider="none", status="401",
+                 code="invalid_api_key") == 2
+
+
+def test_an_ill_typed_body_for_a_configured_alias_is_counted_as_that_alias(gateway: str, http: httpx.Client) -> None:
+    """Defect 3: the alias is recorded as soon as the body says it."""
+    delta = Delta(gateway)
+    for bad in ({"messages": "hello"}, {"messages": [USER], "temperature": "hot"}, {"messages": [USER], "stream": 1}):
+        assert http.post("/v1/chat/completions", json={"model": "glm-toapis", **bad}).status_code == 400
+    assert delta("gateway_requests_total", model="glm-toapis", provider="none", status="400",
+                 code="invalid_request") == 3
+    assert delta("gateway_requests_total", model="unknown", provider="none", status="400",
+                 code="invalid_request") == 0
+
+
+def test_ttfb_is_timed_per_attempt_and_charged_to_its_own_provider(gateway: str, http: httpx.Client,
+                                                                   sim: Simulator) -> None:
+    """Defect 4: the failed first route's 300 ms is its own, and every attempt with headers counts."""
+    sim.control(provider="maxtoken", status=503, ttfb_ms=300, count=1)
+    delta = Delta(gateway)
+    response = http.post("/v1/chat/completions", json={"model": "glm-fallback", "messages": [USER]})
+    assert response.status_code == 200 and response.headers["x-gateway-provider"] == "token360"
+    assert delta("gateway_upstream_ttfb_seconds_count", provider="maxtoken") == 1
+    assert delta("gateway_upstream_ttfb_seconds_count", provider="token360") == 1
+    assert delta("gateway_upstream_ttfb_seconds_sum", provider="maxtoken") >= 0.3
+    assert delta("gateway_upstream_ttfb_seconds_sum", provider="token360") < 0.2
+    assert delta("gateway_upstream_attempts_total", provider="maxtoken", outcome="upstream_error") == 1
+
+
+def test_the_series_a_dashboard_needs_exist_at_zero_from_the_start(sim: Simulator, tmp_path: Path) -> None:
+    """Defect 5: rate() and increase() see a series only from its second sample, so the first
+    content filter, timeout or 200 must not be the one that creates it."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(sim.url, extra_models="  glm-fresh:\n    - {provider: maxtoken, model: glm-5-turbo}\n"))
+    with start_gateway(path) as url:  # "glm-fresh" is in no other test's config
+        samples = scrape(url)
+        for outcome in ("ok", "content_filter", "upstream_timeout", "rate_limited", "upstream_error"):
+            assert ("gateway_upstream_attempts_total", frozenset({("provider", "maxtoken"), ("outcome", outcome)})) \
+                in samples, outcome
+        for status, code in (("200", "ok"), ("400", "content_filter"), ("502", "upstream_error"),
+                             ("504", "upstream_timeout"), ("429", "rate_limited"), ("499", "client_closed")):
+            labels = {"model": "glm-fresh", "provider": "maxtoken", "status": status, "code": code}
+            assert ("gateway_requests_total", frozenset(labels.items())) in samples, labels
+        labels = {"model": "unknown", "provider": "none", "status": "401", "code": "invalid_api_key"}
+        assert ("gateway_requests_total", frozenset(labels.items())) in samples
+        assert value(samples, "gateway_config_reloads_total", result="failure") == 0
+        assert value(samples, "gateway_config_loaded_timestamp_seconds") > time.time() - 60
+        assert any(name == "gateway_build_info" for name, _ in samples)
+        assert value(samples, "gateway_request_duration_seconds_count", model="glm-fresh", provider="maxtoken",
+                     stream="true") == 0
+        assert ("gateway_request_duration_seconds_count", frozenset(
+            {"model": "glm-fresh", "provider": "maxtoken", "stream": "false"}.items())) in samples

@@ -88,12 +88,21 @@ def test_two_workers_serve_and_metrics_sum_over_both(config: Path) -> None:
         for _ in range(30):
             assert chat(served.url).status_code == 200
         samples = scrape(served.url)
-        assert value(samples, "gateway_requests_total", model="glm-toapis", provider="toapis", status="200") == 30
-        assert value(samples, "gateway_request_duration_seconds_count", model="glm-toapis", provider="toapis") == 30
+        assert value(samples, "gateway_requests_total", model="glm-toapis", provider="toapis", status="200",
+                     code="ok") == 30
+        assert value(samples, "gateway_request_duration_seconds_count", model="glm-toapis", provider="toapis",
+                     stream="false") == 30
         assert value(samples, "gateway_tokens_total", model="glm-toapis", provider="toapis", kind="completion") == 90
         wait_until(lambda: len(served.logged("request")) == 30, what="30 request lines", log=served.lines)
         prefixes = {line["request_id"][:12] for line in served.logged("request")}  # one id prefix per process
         assert len(prefixes) == 2, "both workers log their requests"
+        workers = subprocess.run(["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True)
+        pids = {str(served.process.pid), *workers.stdout.split()}
+        rss = {dict(labels)["pid"]: v for (name, labels), v in samples.items()
+               if name == "process_resident_memory_bytes"}
+        assert set(rss) == pids and all(v > 10e6 for v in rss.values()), rss  # every process, the supervisor too
+        fds = [v for (name, labels), v in samples.items() if name == "process_open_fds"]
+        assert len(fds) == len(pids) and all(v > 0 for v in fds)
 
 
 def test_a_killed_worker_leaves_the_inflight_sum(config: Path, sim: Simulator) -> None:
@@ -125,8 +134,10 @@ def test_one_json_line_per_request_and_attempt_without_keys_or_bodies(config: Pa
         # 3 words of answer, 4 of the reasoning siliconflow gives unasked (siliconflow.txt:11-39)
         assert line["status"] == 200 and line["attempts"] == 1 and line["completion_tokens"] == 7
         assert line["latency_ms"] > 0 and line["ttfb_ms"] > 0
-        assert served.logged("attempt")[-1] == {"event": "attempt", "request_id": "log-test-1", "attempt": 1,
-                                                "provider": "siliconflow", "outcome": "ok"}
+        attempt = served.logged("attempt")[-1]
+        assert attempt.pop("headers_ms") > 0
+        assert attempt == {"event": "attempt", "request_id": "log-test-1", "attempt": 1, "provider": "siliconflow",
+                           "outcome": "ok"}
         output = "".join(served.lines)
         for secret in ("sk-client-log", *UPSTREAM_KEYS.values()):
             assert secret not in output
@@ -146,7 +157,7 @@ def test_metrics_on_their_own_port(config: Path) -> None:
         chat(served.url)
         assert httpx.get(f"{served.url}/metrics").status_code == 404
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-        assert 'gateway_requests_total{model="glm-toapis",provider="toapis",status="200"} 1.0' in text
+        assert 'gateway_requests_total{code="ok",model="glm-toapis",provider="toapis",status="200"} 1.0' in text
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -129,10 +129,12 @@ class SlowJson:
 
 
 class Lingering:
-    """Streams, sends [DONE], and ends the body 20 ms later (as a slow generator does); records the
-    client address of each request, so a test can tell whether its connection was reused."""
+    """Streams (``before`` seconds between its delta and [DONE]), sends [DONE], and ends the body
+    ``after`` seconds later (as a slow generator does); records the client address of each request,
+    so a test can tell whether its connection was reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: float = 0, after: float = 0.02) -> None:
+        self.before, self.after = before, after
         self.clients: list[tuple[str, int]] = []
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -142,8 +144,10 @@ class Lingering:
         self.clients.append(tuple(scope["client"]))
         await _start_sse(send)
         await send({"type": "http.response.body", "more_body": True,
-                    "body": b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'})
-        await asyncio.sleep(0.02)
+                    "body": b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'})
+        await asyncio.sleep(self.before)
+        await send({"type": "http.response.body", "more_body": True, "body": b'data: [DONE]\n\n'})
+        await asyncio.sleep(self.after)
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -1,0 +1,63 @@
+"""Provider health: outlier ejection, as Envoy's outlier detection does it.
+
+A provider whose attempts fail ``consecutive`` times in a row is ejected for ``cooldown`` seconds;
+when the cool-down ends it is back in rotation and the next live request probes it. Only failures
+of the provider count (connect errors, resets, timeouts, 5xx, error-in-200): a 429 is answered by
+Retry-After and fallback, a client-caused 4xx says nothing about the provider (issue 10).
+
+This is the one health model: ``gateway_provider_up`` is 1 exactly when a provider is enabled and
+not ejected. The state is per process behind :class:`Health`'s few methods, so that it can move to
+shared storage without its callers changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Attempt outcomes that are the provider's failure; "ok" is its success; anything else is neither.
+FAILURES = frozenset({"upstream_error", "upstream_timeout"})
+
+
+@dataclass(slots=True)
+class _State:
+    failures: int = 0  # consecutive
+    ejected_until: float = 0.0  # time.monotonic(); 0: in rotation
+
+
+class Health:
+    def __init__(self, *, consecutive: int = 5, cooldown: float = 30.0,
+                 changed: Callable[[str, bool], None] = lambda provider, up: None) -> None:
+        self.consecutive = consecutive
+        self.cooldown = cooldown
+        self._changed = changed  # told (provider, up) whenever a provider is ejected or back
+        self._states: dict[str, _State] = {}
+
+    def ejected(self, provider: str) -> bool:
+        state = self._states.get(provider)
+        return state is not None and state.ejected_until > time.monotonic()
+
+    def record(self, provider: str, outcome: str) -> None:
+        """One attempt's outcome."""
+        if outcome == "ok":
+            state = self._states.get(provider)
+            if state is not None:
+                state.failures = 0
+            return
+        if outcome not in FAILURES:
+            return
+        state = self._states.setdefault(provider, _State())
+        state.failures += 1
+        if state.failures >= self.consecutive and not self.ejected(provider):
+            state.failures = 0
+            state.ejected_until = time.monotonic() + self.cooldown
+            self._changed(provider, False)
+            with contextlib.suppress(RuntimeError):  # no loop (a synchronous caller): read lazily
+                asyncio.get_running_loop().call_later(self.cooldown, self._back, provider)
+
+    def _back(self, provider: str) -> None:
+        if not self.ejected(provider):
+            self._changed(provider, True)
