@@ -9,12 +9,20 @@ $(BIN)/gateway: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test lint serve check bench
+.PHONY: demo test lint serve check bench test-servers
 demo: $(BIN)/gateway
 	$(BIN)/gateway demo
 
-test: lint
+test: lint test-servers
 	$(BIN)/python -m pytest
+
+# Servers the tests run for real, from Debian's packages: installed when missing and we are root;
+# otherwise their tests are skipped, loudly.
+test-servers:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }; } || \
+	  echo "!!! prometheus is not installed and cannot be here: tests/test_prometheus.py will be SKIPPED !!!"
 
 lint: $(BIN)/gateway
 	$(BIN)/ruff check gateway tests bench
