@@ -201,7 +201,7 @@ class Bench:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, ~2-3 min (for development)")
-    parser.add_argument("--targets", default=",".join(ALL_TARGETS),
+    parser.add_argument("--targets", default=",".join(t for t in ALL_TARGETS if t != "gateway-base"),
                         help=f"comma-separated subset of {','.join(ALL_TARGETS)}; direct is always added")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for results.{json,md}, latency.png")
     parser.add_argument("--render-only", action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import string
 import subprocess
 import time
@@ -17,7 +18,10 @@ MAIN_VENV = BENCH_DIR.parent / ".venv"
 GATEWAY_BIN = MAIN_VENV / "bin" / "gateway"
 BENCH_KEY = "bench-client-key"
 LITELLM_KEY = "sk-bench-master-key"
-ALL_TARGETS = ["direct", "nginx-proxy", "python-floor", "gateway-w1", "gateway-w2", "litellm"]
+ALL_TARGETS = ["direct", "nginx-proxy", "python-floor", "gateway-w1", "gateway-w2", "litellm", "gateway-base"]
+#: gateway-base: the gateway from another checkout (BENCH_BASE_TREE, e.g. a `git worktree` of main
+#: before a change), one worker, run by this venv's Python: a before/after comparison in one run.
+BASE_TREE = "BENCH_BASE_TREE"
 
 # Path pass-through targets see the upstream's own prefixes; alias targets see one path and pick the
 # prefix by model (see bench/upstream.py).
@@ -78,10 +82,11 @@ def check(target: Target) -> str:
     return ""
 
 
-def _serve(target: Target, argv: list[str], env: dict[str, str], work: Path, ready_s: float) -> Target:
+def _serve(target: Target, argv: list[str], env: dict[str, str], work: Path, ready_s: float,
+           cwd: Path = BENCH_DIR.parent) -> Target:
     target.port = free_port()
     argv = [a.replace("{port}", str(target.port)) for a in argv]
-    target.proc = Proc(target.name, argv, env=env, log=work / f"{target.name}.log", cwd=BENCH_DIR.parent)
+    target.proc = Proc(target.name, argv, env=env, log=work / f"{target.name}.log", cwd=cwd)
     try:
         wait_port(target.port, target.proc.popen, ready_s)
         deadline = time.monotonic() + ready_s
@@ -118,6 +123,19 @@ def start_gateway(name: str, workers: int, upstream: str, sim: str, work: Path) 
     argv = [str(GATEWAY_BIN), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "{port}",
             "--workers", str(workers)]
     return _serve(target, argv, {"GATEWAY_API_KEYS": BENCH_KEY}, work, 60)
+
+
+def start_base(upstream: str, sim: str, work: Path) -> Target:
+    target = Target("gateway-base", headers={"Authorization": f"Bearer {BENCH_KEY}"}, by_alias=True)
+    tree = os.environ.get(BASE_TREE)
+    if not tree or not (Path(tree) / "gateway" / "__init__.py").exists():
+        target.note = f"not available: set {BASE_TREE} to a checkout of the gateway to compare against"
+        return target
+    config = render(BENCH_DIR / "gateway.yaml", work / "gateway-base.yaml", upstream, sim)
+    argv = [str(MAIN_VENV / "bin" / "python"), "-m", "gateway", "serve", "--config", str(config),
+            "--host", "127.0.0.1", "--port", "{port}"]
+    # run from the tree itself: `python -m` puts the working directory first on sys.path
+    return _serve(target, argv, {"GATEWAY_API_KEYS": BENCH_KEY, "PYTHONPATH": tree}, work, 60, cwd=Path(tree))
 
 
 def start_floor(upstream: str, work: Path) -> Target:
@@ -173,6 +191,8 @@ def start_targets(names: list[str], upstream_port: int, sim_port: int | None, wo
             target = start_floor(upstream, work)
         elif name.startswith("gateway-w"):
             target = start_gateway(name, int(name.removeprefix("gateway-w")), upstream, sim, work)
+        elif name == "gateway-base":
+            target = start_base(upstream, sim, work)
         elif name == "litellm":
             target = start_litellm(upstream, sim, work, litellm_venv())
         else:

@@ -12,6 +12,7 @@ Every label set a dashboard needs from the first event is created at 0 when a co
 
 from __future__ import annotations
 
+import bisect
 import os
 import platform
 import re
@@ -191,13 +192,28 @@ class Metrics:
         if exchange.first_content is not None:
             self.ttft(model, provider, "content").observe(exchange.first_content)
         if exchange.gaps:
-            gaps = self.gaps(model, provider)
-            for gap in exchange.gaps:
-                gaps.observe(gap)
+            observe_many(self.gaps(model, provider), exchange.gaps)
         if exchange.usage:
             for kind, count in _tokens(exchange.usage):
                 if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                     self.tokens(model, provider, kind).inc(count)
+
+
+def observe_many(histogram: Any, values: list[float]) -> None:
+    """``observe`` for each value, one increment per bucket: a stream's 50 gaps observed one by one
+    cost a fifth of the streams/s in bench/ (each observe scans the buckets and takes two locks)."""
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None:  # another prometheus_client's layout
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        i = bisect.bisect_left(bounds, value)
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(sum(values))
+    for i, count in counts.items():
+        buckets[i].inc(count)
 
 
 def _registry() -> CollectorRegistry | None:
