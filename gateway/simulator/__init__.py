@@ -47,10 +47,20 @@ Precedence: instance defaults < controls < headers. A bad header value: 400 ``{"
   client goes away (at most 300 s, then close as for reset).
 - ``malformed_after``: K -> streaming: after K events send one event whose data is not JSON,
   then go on normally.
+- ``error_after``: K -> streaming: after K events send one event whose data is the provider's error
+  body for 500 (the one ``status: 500`` answers), then end the body normally, with no [DONE]. Not
+  streaming: 200 ``application/json`` with that body instead of the answer (K ignored).
+- ``error_code``: a non-empty string or an integer -> the code of the error body that ``status`` or
+  ``error_after`` sends: ``error.code`` where the shape has an ``error`` object, else the top-level
+  ``code`` (siliconflow). Given as is (a header's is a string), except that the Zhipu shape's code
+  is always a string (``1113`` -> ``"1113"``). Other errors (401, 400) keep their own codes.
 - ``split_writes``: bool -> every SSE write (events, [DONE], keep-alives) goes out in 3 pieces cut
   inside its first line, 1 ms apart, so clients' reads see partial events.
 - ``keepalive``: bool -> an SSE comment ``: keep-alive`` (followed by a blank line) before every
   event, i.e. before the first and between events.
+- ``drip_ms``: set (0 too) -> the body of every response of the endpoint (errors too; the JSON
+  body, and every SSE write) goes out one byte per write, each byte drip_ms after the one before;
+  wins over ``split_writes``. Unset by default.
 K counts the answer's own chunk events (the role chunk and the final usage chunk included;
 keep-alives, the malformed event and [DONE] excluded) and is clamped to their number, so the fault
 always happens, at the latest just before ``[DONE]``. K = 0: right after the response headers.

@@ -27,6 +27,7 @@ from .dialects import (
 )
 from .knobs import Control, Controls, KnobError, Knobs, parse_knobs, resolve
 from .stream import (
+    BodyWriter,
     Headers,
     Message,
     Pacer,
@@ -57,6 +58,11 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 async def _send_json(send: Send, status: int, obj: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await send_bytes(send, status, orjson.dumps(obj), [*_JSON, *headers])
+
+
+def _fault_body(d: Dialect, status: int, knobs: Knobs) -> bytes:
+    """The provider's error body for a fault the knobs ask for (status, error_after), error_code applied."""
+    return orjson.dumps(d.error(status, None, None, knobs.error_code))
 
 
 class Simulator:
@@ -144,9 +150,13 @@ class Simulator:
         self, d: Dialect, raw_headers: RawHeaders, parsed: Any, knobs: Knobs, extra: Headers, pacer: Pacer, send: Send
     ) -> None:
         json_headers = [*_JSON, *extra]
+        writer = BodyWriter(send, pacer, knobs)
+
+        async def reply(status: int, body: bytes) -> None:
+            await send_bytes(send, status, body, json_headers, writer)
 
         async def fail(status: int, message: str | None = None, field: str | None = None) -> None:
-            await send_bytes(send, status, orjson.dumps(d.error(status, message, field)), json_headers)
+            await reply(status, orjson.dumps(d.error(status, message, field)))
 
         if not self._authorized(d, raw_headers):
             await fail(401)
@@ -162,22 +172,27 @@ class Simulator:
         if knobs.status is not None:
             if knobs.status == 429:
                 json_headers.append((b"retry-after", str(knobs.retry_after or 1).encode()))
-            await fail(knobs.status)
+            await reply(knobs.status, _fault_body(d, knobs.status, knobs))
             return
         texts = (answers.text_of(m.get("content")) for m in parsed["messages"])
         if d.content_policy and any(UNSAFE_MARKER in text for text in texts):
             # maxtoken.txt:165 "503 | Content policy violation | ... (actual status code is 400)"
-            await send_bytes(send, MAXTOKEN_POLICY_STATUS, orjson.dumps(MAXTOKEN_POLICY_BODY), json_headers)
+            await reply(MAXTOKEN_POLICY_STATUS, orjson.dumps(MAXTOKEN_POLICY_BODY))
+            return
+        stream = parsed.get("stream")
+        streaming = d.stream_default if stream is None else bool(stream)
+        if knobs.error_after is not None and not streaming:
+            await reply(200, _fault_body(d, 500, knobs))  # an "error in 200" answer
             return
         answer = answers.build_answer(parsed, thinking=thinking_on(d, parsed), words=knobs.words)
         model = d.model_alias.get(parsed["model"], parsed["model"])
         meta = {"id_": f"chatcmpl-sim-{next(self._ids)}", "created": int(time.time()), "model": model}
-        stream = parsed.get("stream")
-        if not (d.stream_default if stream is None else stream):
-            await send_bytes(send, 200, answers.completion_json(d, answer, **meta), json_headers)
+        if not streaming:
+            await reply(200, answers.completion_json(d, answer, **meta))
             return
         events = answers.chunk_events(d, answer, **meta)
-        await stream_events(send, pacer, events, knobs, [*_SSE, *extra])
+        error_body = b"" if knobs.error_after is None else _fault_body(d, 500, knobs)
+        await stream_events(send, pacer, events, knobs, [*_SSE, *extra], error_body)
 
     def _authorized(self, d: Dialect, raw_headers: RawHeaders) -> bool:
         value = next((v for n, v in raw_headers if n.lower() == b"authorization"), b"")

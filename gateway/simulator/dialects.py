@@ -8,10 +8,9 @@ a limit"). Nothing here may be imported from, or shared with, the gateway's own 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 JsonObj = dict[str, Any]
 
@@ -38,7 +37,15 @@ FOREIGN_EVERYWHERE = ("reasoning_effort", "max_completion_tokens", "stream_optio
 # top_k). Sent to another provider, they are another dialect's fields.
 DIALECT_EXTRAS = frozenset({"min_p", "top_k"})
 
-ErrorBuilder = Callable[[int, str | None, str | None], JsonObj]
+Code = int | str
+
+
+class ErrorBuilder(Protocol):
+    """A provider's error body; ``code`` (the error_code knob) replaces the shape's own code."""
+
+    def __call__(
+        self, status: int, message: str | None, field_name: str | None, code: Code | None = None
+    ) -> JsonObj: ...
 
 
 @dataclass(frozen=True)
@@ -92,14 +99,15 @@ def _phrase(status: int) -> str:
         return f"HTTP {status}"
 
 
-def zhipu_error(status: int, message: str | None, field_name: str | None) -> JsonObj:
-    code = _ZHIPU_CODES.get(status, str(status))
-    return {"error": {"code": code, "message": message or _ZHIPU_TEXT.get(status, _phrase(status))}}
+def zhipu_error(status: int, message: str | None, field_name: str | None, code: Code | None = None) -> JsonObj:
+    # Zhipu's codes are strings, so an integer code is given as one too.
+    text = _ZHIPU_CODES.get(status, str(status)) if code is None else str(code)
+    return {"error": {"code": text, "message": message or _ZHIPU_TEXT.get(status, _phrase(status))}}
 
 
-def siliconflow_error(status: int, message: str | None, field_name: str | None) -> JsonObj:
-    # 20015 is SiliconFlow's "parameter is invalid"; other statuses carry the status as code.
-    code = 20015 if status == 400 else status
+def siliconflow_error(status: int, message: str | None, field_name: str | None, code: Code | None = None) -> JsonObj:
+    if code is None:  # 20015 is SiliconFlow's "parameter is invalid"; other statuses carry the status
+        code = 20015 if status == 400 else status
     return {"code": code, "message": message or _phrase(status), "data": None}
 
 
@@ -112,9 +120,9 @@ _OPENAI_TYPES = {
 }
 
 
-def openai_error(status: int, message: str | None, field_name: str | None) -> JsonObj:
+def openai_error(status: int, message: str | None, field_name: str | None, code: Code | None = None) -> JsonObj:
     kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message or _phrase(status), "type": kind, "param": field_name, "code": None}}
+    return {"error": {"message": message or _phrase(status), "type": kind, "param": field_name, "code": code}}
 
 
 # maxtoken.txt:157-165, the page's own wording for each documented status.
@@ -127,8 +135,9 @@ _MAXTOKEN_TEXT = {
 }
 
 
-def maxtoken_error(status: int, message: str | None, field_name: str | None) -> JsonObj:
-    return {"error": {"code": status, "message": message or _MAXTOKEN_TEXT.get(status, _phrase(status))}}
+def maxtoken_error(status: int, message: str | None, field_name: str | None, code: Code | None = None) -> JsonObj:
+    text = message or _MAXTOKEN_TEXT.get(status, _phrase(status))
+    return {"error": {"code": status if code is None else code, "message": text}}
 
 
 # maxtoken.txt:165 "503 | Content policy violation | ... (actual status code is 400)".

@@ -21,8 +21,11 @@ class Knobs:
     reset_after: int | None = None
     stall_after: int | None = None
     malformed_after: int | None = None
+    error_after: int | None = None
     split_writes: bool = False
     keepalive: bool = False
+    drip_ms: float | None = None
+    error_code: int | str | None = None
 
 
 def _number(value: Any) -> float:
@@ -50,6 +53,14 @@ def _status(value: Any) -> int:
     return status
 
 
+def _code(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise KnobError("expected a non-empty string or an integer")
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -70,8 +81,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "reset_after": _count,
     "stall_after": _count,
     "malformed_after": _count,
+    "error_after": _count,
     "split_writes": _flag,
     "keepalive": _flag,
+    "drip_ms": _number,
+    "error_code": _code,
 }
 assert set(_PARSERS) == {f.name for f in fields(Knobs)}
 HEADER_KNOBS: dict[bytes, str] = {b"x-sim-" + name.replace("_", "-").encode(): name for name in _PARSERS}

@@ -80,7 +80,7 @@ def test_status_count_and_retry_after(sim_url: str, web: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("status", [401, 403, 429, 500, 503])
+@pytest.mark.parametrize("status", [401, 403, 429, 500, 503, 529])
 def test_status_in_provider_shape(sim_url: str, web: httpx.Client, provider: str, status: int) -> None:
     for stream in (False, True):
         response = chat(web, sim_url, provider, body(provider, stream=stream), {"x-sim-status": str(status)})
@@ -123,12 +123,21 @@ def test_bad_knobs(sim_url: str, web: httpx.Client) -> None:
         {"provider": "openai"},
         {"count": 0},
         {"keepalive": "maybe"},
+        {"error_after": -1},
+        {"error_after": 1.5},
+        {"drip_ms": -1},
+        {"drip_ms": "slow"},
+        {"error_code": True},
+        {"error_code": 1.5},
+        {"error_code": ""},
+        {"error_code": ["1113"]},
     ):
         response = web.post(f"{sim_url}/_sim/control", json=bad)
         assert response.status_code == 400 and "sim_error" in response.json(), bad
     assert web.post(f"{sim_url}/_sim/control", content=b"{").status_code == 400
-    response = chat(web, sim_url, "toapis", body("toapis"), {"x-sim-words": "many"})
-    assert response.status_code == 400 and "sim_error" in response.json()
+    for name, value in (("words", "many"), ("drip-ms", "-5"), ("error-after", "x"), ("error-code", "")):
+        response = chat(web, sim_url, "toapis", body("toapis"), {f"x-sim-{name}": value})
+        assert response.status_code == 400 and "sim_error" in response.json(), name
 
 
 def read_stream(
@@ -230,3 +239,114 @@ def test_instance_defaults() -> None:
         assert len(chunks(text)) == 4
         plain = chat(c, url, "toapis", body("toapis"), {"x-sim-words": "1", "x-sim-ttfb-ms": "0"}).json()
         assert plain["choices"][0]["message"]["content"] == "w0"
+
+
+def error_500(web: httpx.Client, url: str, provider: str) -> Any:
+    """The provider's own error body for 500, as the status knob answers it."""
+    response = chat(web, url, provider, body(provider), {"x-sim-status": "500"})
+    assert response.status_code == 500
+    error_message(provider, response.json())  # the provider's documented shape
+    return response.json()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_error_after_ends_the_stream_with_the_provider_error(sim_url: str, web: httpx.Client, provider: str) -> None:
+    expected = error_500(web, sim_url, provider)
+    whole = [c["choices"] for c in chunks(chat(web, sim_url, provider, body(provider, stream=True)).text)]
+    for k, before in (("0", 0), ("2", 2), ("999", len(whole))):  # K past the end: every chunk, then the error
+        received, error = read_stream(web, sim_url, provider, {"x-sim-error-after": k})
+        assert error is None, k  # the body ends normally ...
+        assert json.loads(received[-1]) == expected, k  # ... after the error event, with no [DONE]
+        assert [json.loads(d)["choices"] for d in received[:-1]] == whole[:before], k
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_error_after_without_streaming_is_an_error_in_200(sim_url: str, web: httpx.Client, provider: str) -> None:
+    expected = error_500(web, sim_url, provider)
+    for k in ("0", "999"):
+        response = chat(web, sim_url, provider, body(provider), {"x-sim-error-after": k})
+        assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+        assert response.json() == expected
+    control(web, sim_url, error_after=3, count=1)
+    assert chat(web, sim_url, provider, body(provider)).json() == expected
+    assert "choices" in chat(web, sim_url, provider, body(provider)).json()  # count used up
+    both = chat(web, sim_url, provider, body(provider), {"x-sim-error-after": "1", "x-sim-status": "503"})
+    assert both.status_code == 503  # status comes first
+
+
+def error_code(provider: str, payload: dict[str, Any]) -> Any:
+    return payload["code"] if provider == "siliconflow" else payload["error"]["code"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_error_code(sim_url: str, web: httpx.Client, provider: str) -> None:
+    zhipu = provider in ("powertokens", "token360")
+    plain = chat(web, sim_url, provider, body(provider), {"x-sim-status": "503"}).json()
+    coded = chat(web, sim_url, provider, body(provider), {"x-sim-status": "503", "x-sim-error-code": "E42"}).json()
+    assert error_code(provider, coded) == "E42"
+    where = coded if provider == "siliconflow" else coded["error"]
+    where["code"] = error_code(provider, plain)
+    assert coded == plain  # only the code changed
+    # A JSON integer stays one, except in Zhipu's shape (string codes); a header's value is a string.
+    control(web, sim_url, error_code=1113)
+    assert error_code(provider, chat(web, sim_url, provider, body(provider), {"x-sim-status": "500"}).json()) == (
+        "1113" if zhipu else 1113
+    )
+    response = chat(web, sim_url, provider, body(provider), {"x-sim-error-after": "1"})
+    assert error_code(provider, response.json()) == ("1113" if zhipu else 1113)
+    received, _ = read_stream(web, sim_url, provider, {"x-sim-error-after": "1", "x-sim-error-code": "402"})
+    assert error_code(provider, json.loads(received[-1])) == "402"
+    response = chat(web, sim_url, provider, body(provider), {"x-sim-status": "429"})
+    assert response.headers["retry-after"] == "1" and error_code(provider, response.json()) == (
+        "1113" if zhipu else 1113
+    )
+    # Errors no knob asked for keep their own codes.
+    for response in (
+        web.post(f"{sim_url}/{provider}/v1/chat/completions", json=body(provider)),
+        chat(web, sim_url, provider, body(provider, messages=[])),
+    ):
+        assert response.status_code in (400, 401)
+        assert error_code(provider, response.json()) not in (1113, "1113")
+        error_message(provider, response.json())
+
+
+def read_raw(web: httpx.Client, url: str, provider: str, payload: Any, headers: dict[str, str]) -> list[bytes]:
+    """The body as the client's reads saw it."""
+    with web.stream(
+        "POST", f"{url}/{provider}/v1/chat/completions", json=payload, headers={**AUTH, **headers}
+    ) as response:
+        return [piece for piece in response.iter_raw() if piece]
+
+
+def test_drip_json(sim_url: str, web: httpx.Client) -> None:
+    whole = chat(web, sim_url, "toapis", body("toapis")).json()
+    start = time.monotonic()
+    reads = read_raw(web, sim_url, "toapis", body("toapis"), {"x-sim-drip-ms": "2"})
+    dripped = b"".join(reads)
+    assert time.monotonic() - start >= 0.002 * (len(dripped) - 1)
+    assert len(reads) >= len(dripped) // 4  # a content-length body: reads may join bytes that arrive together
+    assert {**json.loads(dripped), "id": whole["id"], "created": whole["created"]} == whole
+    reads = read_raw(web, sim_url, "maxtoken", body("maxtoken"), {"x-sim-drip-ms": "2", "x-sim-status": "500"})
+    assert len(reads) >= 10 and json.loads(b"".join(reads)) == error_500(web, sim_url, "maxtoken")
+
+
+def test_drip_every_sse_write_beats_split_writes(sim_url: str, web: httpx.Client) -> None:
+    headers = {"x-sim-keepalive": "1", "x-sim-error-after": "2", "x-sim-split-writes": "1"}
+    normal = b"".join(read_raw(web, sim_url, "siliconflow", body("siliconflow", stream=True), headers))
+    reads = read_raw(web, sim_url, "siliconflow", body("siliconflow", stream=True), {**headers, "x-sim-drip-ms": "0"})
+    # Chunked: a read per write, and every write is one byte (keep-alives and the error event too).
+    assert all(len(piece) == 1 for piece in reads)
+    text = b"".join(reads).decode()
+    assert text.startswith(": keep-alive\n\n") and text.count(": keep-alive") == 3
+    assert json.loads(sse_data(text)[-1]) == error_500(web, sim_url, "siliconflow")
+    assert [json.loads(d)["choices"] for d in sse_data(text)[:-1]] == [
+        json.loads(d)["choices"] for d in sse_data(normal.decode())[:-1]
+    ]
+
+
+def test_drip_2kb_at_1ms_takes_seconds_not_more(sim_url: str, web: httpx.Client) -> None:
+    start = time.monotonic()
+    reads = read_raw(web, sim_url, "toapis", body("toapis"), {"x-sim-drip-ms": "1", "x-sim-words": "400"})
+    elapsed, size = time.monotonic() - start, sum(map(len, reads))
+    assert size >= 2000 and 0.001 * (size - 1) <= elapsed < 10
+    assert json.loads(b"".join(reads))["choices"][0]["message"]["content"].endswith("w399")
