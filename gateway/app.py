@@ -42,7 +42,8 @@ class Gateway:
         self.upstream = Upstream()
         self.access_log = AccessLog(settings.log_level)
         self.metrics = Metrics()
-        self.health = Health(changed=self.metrics.health_changed)
+        self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
+                             changed=self.metrics.health_changed)
         self._use(config)
 
     def _use(self, config: Config) -> None:
@@ -137,8 +138,8 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     app.state.gateway = gateway
     chat = ChatCompletions(lambda: gateway.router, gateway.upstream, gateway.health,
                            max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
-                           observer=gateway,
-                           keep_bodies=settings.log_bodies)
+                           observer=gateway, keep_bodies=settings.log_bodies,
+                           request_deadline=settings.request_deadline)
     # Listed for FastAPI too (405 for other methods); requests reach it through ChatFirst.
     app.router.routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
 

@@ -9,10 +9,11 @@ Format (issue 4)::
         api_key: ${EXAMPLE_API_KEY}
         limits: {stop_max: 2}         # optional: overrides the profile's limits
         thinking: zhipu               # optional: overrides the profile's thinking dialect
-        timeout: {connect: 10, read: 300}
+        timeout: {connect: 10, first_byte: 300, idle: 300, total: 600}   # seconds
+        retry: {attempts: 3, backoff_base: 0.05, backoff_max: 2}
     models:
       ALIAS:
-        - {provider: NAME, model: upstream-model}
+        - {provider: NAME, model: upstream-model, weight: 3}   # weight: optional, load balancing
 
 ``${VAR}`` and ``${VAR:-default}`` are read from the environment. An unset ``api_key`` variable
 disables its provider with a warning (users often hold keys for only some upstreams); an unset
@@ -35,7 +36,7 @@ from . import profiles
 from .profiles import Profile, ProfileError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_PROVIDER_KEYS = {"profile", "base_url", "api_key", "limits", "thinking", "timeout"}
+_PROVIDER_KEYS = {"profile", "base_url", "api_key", "limits", "thinking", "timeout", "retry"}
 
 
 class ConfigError(ValueError):
@@ -45,8 +46,20 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Timeout:
+    """Seconds (issue 10). Thinking models can be silent for minutes, and a non-streaming thinking
+    answer's headers come only when it is done: hence first_byte and idle of 300."""
+
     connect: float = 10.0
-    read: float = 300.0  # between two bytes: thinking models can be silent for minutes
+    first_byte: float = 300.0  # to the first SSE data event, or to a JSON answer's headers
+    idle: float = 300.0  # the longest gap between upstream bytes, waiting on the upstream only
+    total: float = 600.0  # everything one request spends on this provider, retries and backoff included
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 3  # on one route, the first included
+    backoff_base: float = 0.05  # seconds; exponential with full jitter
+    backoff_max: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Provider:
     api_key: str | None  # None: disabled, its key variable is unset
     key_variable: str | None = None
     timeout: Timeout = field(default_factory=Timeout)
+    retry: Retry = field(default_factory=Retry)
 
     @property
     def enabled(self) -> bool:
@@ -71,6 +85,7 @@ class Provider:
 class Route:
     provider: Provider
     model: str
+    weight: float | None = None  # given on any route of an alias: its routes are load balanced
 
 
 @dataclass(frozen=True)
@@ -118,18 +133,39 @@ def _api_key(raw: Mapping[str, Any], path: str, key: str) -> tuple[str | None, s
     return _expand(value, path, f"{key}.api_key"), match.group(1) if match else None
 
 
+def _numbers(raw: Any, path: str, key: str, names: tuple[str, ...], aliases: Mapping[str, str] | None = None,
+             integers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A mapping of positive numbers with known names (``aliases``: old name -> new name)."""
+    values: dict[str, Any] = {}
+    for written, value in _mapping(raw, path, key).items():
+        name = (aliases or {}).get(written, written)
+        if name not in names:
+            raise ConfigError(path, f"{key}.{written}", f"unknown; expected {', '.join(names)}")
+        if name in values:
+            raise ConfigError(path, f"{key}.{written}", f"given twice (as {written} and {name})")
+        if name in integers:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(path, f"{key}.{written}", f"expected a whole number of at least 1, got {value!r}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+            raise ConfigError(path, f"{key}.{written}", f"expected a positive number of seconds, got {value!r}")
+        values[name] = value if name in integers else float(value)
+    return values
+
+
 def _timeout(raw: Any, path: str, key: str) -> Timeout:
     if raw is None:
         return Timeout()
-    raw = _mapping(raw, path, key)
-    values: dict[str, float] = {}
-    for name, value in raw.items():
-        if name not in ("connect", "read"):
-            raise ConfigError(path, f"{key}.{name}", "unknown; expected connect or read")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(path, f"{key}.{name}", f"expected a positive number of seconds, got {value!r}")
-        values[name] = float(value)
-    return Timeout(**values)
+    # "read" was the name of "idle" before issue 10: still accepted
+    return Timeout(**_numbers(raw, path, key, ("connect", "first_byte", "idle", "total"), {"read": "idle"}))
+
+
+def _retry(raw: Any, path: str, key: str) -> Retry:
+    if raw is None:
+        return Retry()
+    retry = Retry(**_numbers(raw, path, key, ("attempts", "backoff_base", "backoff_max"), integers=("attempts",)))
+    if retry.backoff_base > retry.backoff_max:
+        raise ConfigError(path, f"{key}.backoff_base", f"larger than backoff_max ({retry.backoff_max})")
+    return retry
 
 
 def _provider(name: str, raw: Any, path: str) -> Provider:
@@ -164,7 +200,8 @@ def _provider(name: str, raw: Any, path: str) -> Provider:
         raise ConfigError(path, f"{key}.base_url", f"expected an http(s) URL, got {base_url!r}")
     api_key, variable = _api_key(raw, path, key)
     return Provider(name=name, profile=profile, base_url=base_url, api_key=api_key, key_variable=variable,
-                    timeout=_timeout(raw.get("timeout"), path, f"{key}.timeout"))
+                    timeout=_timeout(raw.get("timeout"), path, f"{key}.timeout"),
+                    retry=_retry(raw.get("retry"), path, f"{key}.retry"))
 
 
 def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) -> tuple[Route, ...]:
@@ -178,7 +215,15 @@ def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) 
         if provider not in providers:
             raise ConfigError(path, f"{key}[{i}].provider", f"unknown provider {provider!r}; "
                               f"configured: {', '.join(providers) or 'none'}")
-        routes.append(Route(providers[provider], _string(item, "model", path, f"{key}[{i}]")))
+        unknown = set(item) - {"provider", "model", "weight"}
+        if unknown:
+            raise ConfigError(path, f"{key}[{i}].{sorted(unknown)[0]}", "unknown key; expected provider, model, weight")
+        weight = item.get("weight")
+        if weight is not None and (not isinstance(weight, (int, float)) or isinstance(weight, bool)
+                                   or not 0 <= weight < float("inf")):
+            raise ConfigError(path, f"{key}[{i}].weight", f"expected a number >= 0, got {weight!r}")
+        routes.append(Route(providers[provider], _string(item, "model", path, f"{key}[{i}]"),
+                            None if weight is None else float(weight)))
     return tuple(routes)
 
 

@@ -15,8 +15,12 @@ The tree::
         ├── UpstreamRejected           400     the upstream refused the request as invalid
         ├── ContentFiltered            400     code content_filter
         ├── UpstreamRateLimited        429     Retry-After kept
-        ├── UpstreamUnavailable        502     5xx, connect failure, our key or balance refused
+        ├── UpstreamUnavailable        502     5xx, connect failure, reset, error-in-200, our key refused
+        ├── QuotaExhausted             502     code quota_exhausted: the account has no balance
         └── UpstreamTimeout            504
+
+An UpstreamError says what may follow it: ``retryable`` (another route may answer: fall back) and
+``retry_same`` (the same provider may answer a second try: retry it, issue 10).
 
 The envelope is OpenAI's: ``{"error": {"message", "type", "param", "code"}}``. Messages never
 carry a stack trace or a key: they are built from the request and from what the upstream said.
@@ -101,20 +105,24 @@ class UpstreamError(GatewayError):
     code = "upstream_error"
     #: A later route may still answer: the failure was the upstream's, not the request's.
     retryable = True
+    #: The same provider may answer if asked again (a 5xx, a reset, a timeout; not our key refused).
+    retry_same = True
+    #: Seconds the upstream asked us to wait (Retry-After), if it said.
+    retry_after: float | None = None
 
 
 class UpstreamRejected(UpstreamError):
     status = 400
     type = "invalid_request_error"
     code = "upstream_rejected"
-    retryable = False
+    retryable = retry_same = False
 
 
 class ContentFiltered(UpstreamError):
     status = 400
     type = "invalid_request_error"
     code = "content_filter"
-    retryable = False
+    retryable = retry_same = False
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -125,6 +133,11 @@ class UpstreamRateLimited(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     pass
+
+
+class QuotaExhausted(UpstreamError):
+    code = "quota_exhausted"
+    retry_same = False
 
 
 class UpstreamTimeout(UpstreamError):

@@ -1,9 +1,10 @@
 """One chat completion: route -> validate -> rewrite -> send -> relay.
 
-A plain ASGI endpoint (no framework request object on the hot path). Routes are tried in the
-order the config lists them: a route whose documented limits the request breaks is skipped, and
-a route whose upstream fails before answering (connect failure, 5xx, 429, our key refused) hands
-over to the next one. Nothing is sent upstream for a request no route can take.
+A plain ASGI endpoint (no framework request object on the hot path). A route whose documented
+limits the request breaks is skipped; nothing is sent upstream for a request no route can take.
+The others are tried in the order :mod:`gateway.attempts` gives (config order or weights, ejected
+providers last): a failure before anything reached the client is retried on the same route when a
+second try can cure it, else the next route is tried (issue 10).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import request as request_body
+from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
 from .errors import (
     CLIENT_CLOSED,
@@ -27,6 +29,7 @@ from .errors import (
     InternalError,
     PayloadTooLarge,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from .exchange import Attempt, Exchange
@@ -55,10 +58,13 @@ class Observer(Protocol):
 
 class ChatCompletions:
     def __init__(self, router: Callable[[], Router], upstream: Upstream, health: Health, *, max_body_bytes: int,
-                 max_event_bytes: int, observer: Observer, keep_bodies: bool = False) -> None:
+                 max_event_bytes: int, observer: Observer, keep_bodies: bool = False,
+                 request_deadline: float = 900.0) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
         self._health = health
+        self._budget = RetryBudget()
+        self._deadline = request_deadline
         self._max_body = max_body_bytes
         self._max_event = max_event_bytes
         self._observer = observer
@@ -70,6 +76,7 @@ class ChatCompletions:
         id_header = (b"x-request-id", exchange.request_id.encode())
         watcher = _DisconnectWatcher(receive, exchange)
         self._observer.started()
+        self._budget.requests += 1
         try:
             raw = await _read_body(receive, length, self._max_body)
             exchange.received = time.perf_counter()
@@ -99,6 +106,7 @@ class ChatCompletions:
                 await send_error(send, InternalError(f"internal error ({type(exc).__name__}); request id "
                                                      f"{exchange.request_id}"), [id_header])
         finally:
+            self._budget.requests -= 1
             watcher.stop()
             for attempt in exchange.attempts:
                 attempt.outcome = attempt.outcome or exchange.code  # cut off by the client, a shutdown, a bug
@@ -116,47 +124,97 @@ class ChatCompletions:
         routes = router.candidates(body["model"])
         intent = read_intent(body)
         eligible = router.eligible(routes, body, intent, exchange.rejections)
-        for number, route in enumerate(eligible, start=1):
-            attempt = Attempt(route.provider.name)
-            exchange.attempts.append(attempt)
-            try:
-                await self._attempt(route, body, intent, send, exchange, attempt, id_header)
-            except UpstreamError as exc:
-                attempt.outcome = exc.code or "upstream_error"
+        loop = asyncio.get_running_loop()
+        request_end = loop.time() + self._deadline
+        failures: list[UpstreamError] = []
+        for route in order(eligible, self._health):
+            provider_end = min(request_end, loop.time() + route.provider.timeout.total)
+            tries = 0
+            while loop.time() < provider_end:
+                tries += 1
+                try:
+                    await self._try(route, body, intent, send, exchange, id_header, tries, provider_end, request_end)
+                    return
+                except UpstreamError as exc:
+                    if exchange.responded or not exc.retryable:
+                        raise
+                    failures.append(exc)
+                    wait = pause(exc, route.provider.retry, tries)
+                    if wait is None or loop.time() + wait >= provider_end or not self._budget.allows():
+                        break  # on to the next route: a fallback, not a retry
+                    await asyncio.sleep(wait)
+            if loop.time() >= request_end:
+                break
+        error = most_meaningful(failures) if failures else UpstreamTimeout(
+            f"the request's deadline ({self._deadline:g} s) passed before an upstream could be tried")
+        exchange.provider = error.headers.get("x-gateway-provider", exchange.provider)
+        raise error
+
+    async def _try(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
+                   id_header: tuple[bytes, bytes], tries: int, provider_end: float, request_end: float) -> None:
+        """One attempt, recorded; a retry holds a place in the retry budget while it runs."""
+        attempt = Attempt(route.provider.name)
+        exchange.attempts.append(attempt)
+        budget = self._budget
+        if tries > 1:
+            budget.retries += 1
+        try:
+            await self._attempt(route, body, intent, send, exchange, attempt, id_header, provider_end, request_end)
+        except UpstreamError as exc:
+            attempt.outcome = exc.code or "upstream_error"
+            exc.headers.setdefault("x-gateway-provider", route.provider.name)
+            exc.headers["x-gateway-attempts"] = str(len(exchange.attempts))
+            if exchange.dropped:
+                exc.headers.setdefault("x-gateway-dropped", ",".join(exchange.dropped))
+            raise
+        else:
+            attempt.outcome = exchange.error_code or "ok"
+        finally:
+            if tries > 1:
+                budget.retries -= 1
+            if attempt.outcome:
                 self._health.record(attempt.provider, attempt.outcome)
-                if exchange.responded or not exc.retryable or number == len(eligible):
-                    exc.headers.setdefault("x-gateway-provider", route.provider.name)
-                    if exchange.dropped:
-                        exc.headers.setdefault("x-gateway-dropped", ",".join(exchange.dropped))
-                    raise
-            else:
-                attempt.outcome = exchange.error_code or "ok"
-                self._health.record(attempt.provider, attempt.outcome)
-                return
 
     async def _attempt(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
-                       attempt: Attempt, id_header: tuple[bytes, bytes]) -> None:
-        """One route: rewrite -> send -> relay. An UpstreamError before the response starts lets
-        the caller try the next route."""
+                       attempt: Attempt, id_header: tuple[bytes, bytes], provider_end: float,
+                       request_end: float) -> None:
+        """One route: rewrite -> send -> relay, under the attempt's deadlines. An UpstreamError
+        before the response starts lets the caller try again or try the next route."""
         provider, profile, stream = route.provider, route.provider.profile, exchange.stream
         exchange.provider, exchange.upstream_model = provider.name, route.model
         upstream_body, exchange.dropped = rewrite(body, intent, profile, route.model, stream)
         if self._keep_bodies:
             exchange.body = upstream_body
         attempt.started = time.perf_counter()
-        async with self._upstream.post(provider, upstream_body, stream=stream, request_id=exchange.request_id,
-                                       attempt=attempt) as response:
-            headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode())]
-            if exchange.dropped:
-                headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
-            headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
-            if stream:
-                wants_usage = request_body.wants_usage(body)
-                await relay_sse(response, send, headers, provider, exchange, include_usage=wants_usage,
-                                strip_usage=profile.stream_options and not wants_usage,
-                                max_event_bytes=self._max_event)
-            else:
-                await relay_json(response, send, headers, provider, exchange)
+        clock: Clock | None = None
+        try:
+            async with asyncio.timeout(None) as timer:
+                clock = Clock(timer, provider.timeout, provider_end, request_end)
+                async with self._upstream.post(provider, upstream_body, stream=stream, request_id=exchange.request_id,
+                                               attempt=attempt, clock=clock) as response:
+                    headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode()),
+                                        (b"x-gateway-attempts", str(len(exchange.attempts)).encode())]
+                    if exchange.dropped:
+                        headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
+                    headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
+                    if stream:
+                        wants_usage = request_body.wants_usage(body)
+                        await relay_sse(response, send, headers, provider, exchange, clock, include_usage=wants_usage,
+                                        strip_usage=profile.stream_options and not wants_usage,
+                                        max_event_bytes=self._max_event)
+                    else:
+                        await relay_json(response, send, headers, provider, exchange, clock)
+        except TimeoutError:
+            if clock is None:
+                raise
+            error = clock.expired(provider.name)
+            if not exchange.responded:
+                raise error from None
+            exchange.error_code = error.code  # mid-stream: the client's stream ends with the error
+            if stream and exchange.ended is None:
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": frame(error.body()), "more_body": False})
+                exchange.ended = time.perf_counter()
 
 
 class _DisconnectWatcher:

@@ -40,24 +40,36 @@ class Health:
         state = self._states.get(provider)
         return state is not None and state.ejected_until > time.monotonic()
 
+    def down(self) -> list[str]:
+        return [name for name in self._states if self.ejected(name)]
+
     def record(self, provider: str, outcome: str) -> None:
-        """One attempt's outcome."""
+        """One attempt's outcome. While a provider is ejected its failures are not counted (the
+        count starts afresh when it is back); a success (a panic-routed try) brings it back at once."""
+        state = self._states.get(provider)
         if outcome == "ok":
-            state = self._states.get(provider)
             if state is not None:
                 state.failures = 0
+                if state.ejected_until:
+                    state.ejected_until = 0.0
+                    self._changed(provider, True)
             return
         if outcome not in FAILURES:
             return
-        state = self._states.setdefault(provider, _State())
+        if state is None:
+            state = self._states[provider] = _State()
+        if self.ejected(provider):
+            return
         state.failures += 1
-        if state.failures >= self.consecutive and not self.ejected(provider):
+        if state.failures >= self.consecutive:
             state.failures = 0
             state.ejected_until = time.monotonic() + self.cooldown
             self._changed(provider, False)
             with contextlib.suppress(RuntimeError):  # no loop (a synchronous caller): read lazily
-                asyncio.get_running_loop().call_later(self.cooldown, self._back, provider)
+                asyncio.get_running_loop().call_later(self.cooldown, self._back, provider, state.ejected_until)
 
-    def _back(self, provider: str) -> None:
-        if not self.ejected(provider):
+    def _back(self, provider: str, until: float) -> None:
+        state = self._states.get(provider)
+        if state is not None and state.ejected_until == until:  # not ended early, nor ejected again since
+            state.ejected_until = 0.0
             self._changed(provider, True)

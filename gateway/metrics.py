@@ -117,6 +117,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.aliases: frozenset[str] = frozenset()
+        self._enabled: Mapping[str, bool] = {}
         self.requests, self.duration, self.ttfb = _Children(REQUESTS), _Children(DURATION), _Children(TTFB)
         self.ttft, self.gaps, self.tokens = _Children(TTFT), _Children(GAPS), _Children(TOKENS)
         self.attempts, self.rejections = _Children(ATTEMPTS), _Children(REJECTIONS)
@@ -129,6 +130,7 @@ class Metrics:
                   ejected: Iterable[str] = ()) -> None:
         """The names in force (at start and on reload): alias -> its providers, provider -> enabled."""
         self.aliases = frozenset(routes)
+        self._enabled = dict(providers)
         LOADED.set_to_current_time()
         down = set(ejected)
         for name, enabled in providers.items():
@@ -157,7 +159,8 @@ class Metrics:
                 self.gaps(alias, name)
 
     def health_changed(self, provider: str, up: bool) -> None:
-        self.provider_up(provider).set(1 if up else 0)
+        """The one rule: up exactly when enabled and not ejected."""
+        self.provider_up(provider).set(1 if up and self._enabled.get(provider, False) else 0)
 
     @staticmethod
     def reloaded(ok: bool) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from .attempts import Clock
 from .config import Provider
 from .errors import GatewayError, UpstreamUnavailable
 from .exchange import Exchange
@@ -32,15 +33,17 @@ _DRAIN_SECONDS = 1.0
 
 
 async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
-                     exchange: Exchange) -> None:
+                     exchange: Exchange, clock: Clock) -> None:
     with mapped_errors(provider):
-        body = await response.read()
+        body = await _read_body(response, clock)
     exchange.upstream_done = time.perf_counter()
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise UpstreamUnavailable(f"{provider.name} answered with a body that is not JSON") from None
-    if isinstance(answer, dict) and isinstance(answer.get("usage"), dict):
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise stream_error(provider, answer)  # a 200 that is only an error envelope: a failed attempt
+    if isinstance(answer.get("usage"), dict):
         exchange.usage = answer["usage"]
     exchange.status = 200
     await send({"type": "http.response.start", "status": 200,
@@ -50,11 +53,24 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
     exchange.ended = time.perf_counter()  # before any await: from here the client is not a 499
 
 
+async def _read_body(response: aiohttp.ClientResponse, clock: Clock) -> bytes:
+    """The whole body, each wait for more bounded by the idle timeout."""
+    chunks: list[bytes] = []
+    while True:
+        clock.waiting()
+        chunk = await response.content.readany()
+        if not chunk:
+            clock.sending()
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.append(chunk)
+
+
 class _StreamState:
     """What the relay learns from the events it passes on. Every field of an upstream chunk is
     checked for its type before use: an upstream's odd chunk is relayed, never a crash."""
 
-    __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template", "finished")
+    __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template", "finished",
+                 "answered")
 
     def __init__(self, exchange: Exchange, include_usage: bool, strip_usage: bool) -> None:
         self.exchange = exchange
@@ -64,6 +80,7 @@ class _StreamState:
         self.usage_sent = False  # the upstream sent OpenAI's own usage-only chunk
         self.template: dict[str, Any] = {}
         self.finished = False  # a choice has had its finish_reason: the answer is complete
+        self.answered = False  # a data event that is not an error has arrived
 
     def observe(self, chunk: dict[str, Any], event: bytes) -> bytes | None:
         """Note what ``chunk`` carries; returns the event bytes the client gets (None: nothing)."""
@@ -101,21 +118,27 @@ class _StreamState:
             return None
         return b"data: " + orjson.dumps({**self.template, "choices": [], "usage": self.usage})
 
-    def relay(self, events: list[bytes], provider: Provider) -> tuple[list[bytes], bool]:
-        """The events the client gets for these upstream events (without terminators), and
-        whether the stream is done."""
+    def relay(self, events: list[bytes], provider: Provider) -> tuple[list[bytes], bool, GatewayError | None]:
+        """The events the client gets for these upstream events (without terminators), whether
+        the stream is done, and the error that ended it (the events before it still go out)."""
         out: list[bytes] = []
         for event in events:
             data = data_of(event)
             if data is None:  # a comment such as ": keep-alive", or a field-only event
                 out.append(event)
             elif data == DONE:
-                return self.done(out), True
+                if not self.answered:
+                    return out, True, UpstreamUnavailable(f"{provider.name} ended its stream without an answer")
+                return self.done(out), True, None
             else:
-                relayed = _relayed(data, event, self, provider)
+                try:
+                    relayed = _relayed(data, event, self, provider)
+                except GatewayError as exc:
+                    return out, True, exc
+                self.answered = True
                 if relayed is not None:
                     out.append(relayed)
-        return out, False
+        return out, False, None
 
     def done(self, out: list[bytes]) -> list[bytes]:
         usage = self.usage_chunk()
@@ -124,36 +147,72 @@ class _StreamState:
 
 
 async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
-                    exchange: Exchange, *, include_usage: bool, strip_usage: bool, max_event_bytes: int) -> None:
-    exchange.status = 200
-    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+                    exchange: Exchange, clock: Clock, *, include_usage: bool, strip_usage: bool,
+                    max_event_bytes: int) -> None:
+    """Relay a stream. Nothing reaches the client, not even the status, until the first data event
+    is in hand and is not an error (issue 10): a failure before it raises, so the next try or route
+    can answer; a failure after it ends the client's stream with an error event."""
     state = _StreamState(exchange, include_usage, strip_usage)
     splitter = EventSplitter(max_event_bytes)
-    try:
-        with mapped_errors(provider):
-            async for chunk in response.content.iter_any():
-                events, done = state.relay(splitter.feed(chunk), provider)
-                if done:
-                    exchange.upstream_done = time.perf_counter()
-                if events:
-                    await send({"type": "http.response.body", "body": _framed(events), "more_body": not done})
-                if done:
-                    exchange.ended = time.perf_counter()  # before any await: the watcher reads it
-                    await _drain(response)
-                    return
-        exchange.upstream_done = time.perf_counter()
-        # The upstream closed its body without a blank line after its last event, or without
-        # [DONE]: a complete answer (a finish_reason was seen) still ends as OpenAI's does.
-        events, done = state.relay([splitter.pending.strip()] if splitter.pending.strip() else [], provider)
-        if not done and not state.finished:
-            raise UpstreamUnavailable(f"{provider.name} ended the stream before its answer was complete")
-        events = events if done else state.done(events)
-        await send({"type": "http.response.body", "body": _framed(events), "more_body": False})
-        exchange.ended = time.perf_counter()
-    except EventTooLarge as exc:
-        await _end_with_error(send, exchange, UpstreamUnavailable(f"{provider.name}: {exc}"))
-    except GatewayError as exc:
-        await _end_with_error(send, exchange, exc)
+    held: list[bytes] = []  # comments before the first data event
+    content = response.content
+    while True:
+        clock.waiting()
+        try:
+            with mapped_errors(provider):
+                chunk = await content.readany()
+        except GatewayError as exc:
+            if not exchange.responded:
+                raise
+            return await _end_with_error(send, exchange, exc)
+        if not chunk:
+            break
+        clock.sending()
+        try:
+            events, done, error = state.relay(splitter.feed(chunk), provider)
+        except EventTooLarge as exc:
+            events, done, error = [], True, UpstreamUnavailable(f"{provider.name}: {exc}")
+        if not exchange.responded:
+            if error is not None:
+                raise error
+            if not state.answered:
+                held += events
+                continue
+            clock.first = True
+            exchange.status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+            events = held + events
+        if done:
+            exchange.upstream_done = time.perf_counter()
+        if error is not None:
+            if events:
+                await send({"type": "http.response.body", "body": _framed(events), "more_body": True})
+            return await _end_with_error(send, exchange, error)
+        if events:
+            await send({"type": "http.response.body", "body": _framed(events), "more_body": not done})
+        if done:
+            exchange.ended = time.perf_counter()  # before any await: the watcher reads it
+            await _drain(response)
+            return
+    exchange.upstream_done = time.perf_counter()
+    # The upstream closed its body without a blank line after its last event, or without
+    # [DONE]: a complete answer (a finish_reason was seen) still ends as OpenAI's does.
+    events, done, error = state.relay([splitter.pending.strip()] if splitter.pending.strip() else [], provider)
+    if error is None and not done and not state.finished:
+        error = UpstreamUnavailable(f"{provider.name} ended the stream before its answer was complete")
+    if not exchange.responded:
+        if error is not None:
+            raise error
+        exchange.status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+        events = held + events
+    if error is not None:
+        if events:
+            await send({"type": "http.response.body", "body": _framed(events), "more_body": True})
+        return await _end_with_error(send, exchange, error)
+    events = events if done else state.done(events)
+    await send({"type": "http.response.body", "body": _framed(events), "more_body": False})
+    exchange.ended = time.perf_counter()
 
 
 def _framed(events: list[bytes]) -> bytes:

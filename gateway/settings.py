@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     #: on SIGTERM (or a reload under --workers), how long requests in flight may still run: streams
     #: from thinking models last minutes; past it a stream ends with an error event
     shutdown_grace: float = 300.0
+    #: on SIGTERM, /readyz answers 503 at once while requests are still served this many seconds
+    #: (a load balancer's probe period), then the listener closes and the grace begins
+    shutdown_delay: float = 0.0
+    #: outlier ejection (issue 10): this many failed attempts in a row eject a provider for eject_seconds
+    eject_after: int = 5
+    eject_seconds: float = 30.0
+    #: seconds one request may spend over all its routes, retries and backoff included (issue 10)
+    request_deadline: float = 900.0
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -16,9 +16,11 @@ import aiohttp
 import orjson
 
 from . import __version__
+from .attempts import Clock
 from .config import Provider
 from .errors import (
     ContentFiltered,
+    QuotaExhausted,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -62,27 +64,36 @@ class Upstream:
         if fixed is None or fixed[0] is not provider:
             headers = {"Authorization": f"Bearer {provider.api_key}", "Content-Type": "application/json",
                        "User-Agent": f"glm-gateway/{__version__}"}
-            timeout = aiohttp.ClientTimeout(total=None, connect=provider.timeout.connect,
-                                            sock_read=provider.timeout.read)
+            # only the connect timeout is aiohttp's: first byte, idle and total are the Clock's
+            timeout = aiohttp.ClientTimeout(total=None, connect=provider.timeout.connect)
             fixed = self._per_provider[id(provider)] = (provider, headers, timeout)
         return fixed[1], fixed[2]
 
     @contextlib.asynccontextmanager
     async def post(self, provider: Provider, body: bytes, *, stream: bool, request_id: str,
-                   attempt: Attempt) -> AsyncIterator[aiohttp.ClientResponse]:
+                   attempt: Attempt, clock: Clock) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the provider; yields the response once its headers arrived, 2xx only.
-        ``attempt.headers`` is set when they arrive, whatever the status."""
+        ``attempt.headers`` is set when they arrive, whatever the status. A response left early
+        (an error, a timeout, a client gone) is closed, never left to linger in the pool."""
         assert self._session is not None, "Upstream.start() was not awaited"
         base, timeout = self._fixed(provider)
         headers = {**base, "Accept": "text/event-stream" if stream else "application/json", "X-Request-Id": request_id}
+        clock.waiting()
         with mapped_errors(provider):
             async with self._session.post(provider.url, data=body, headers=headers, timeout=timeout,
                                           allow_redirects=False) as response:
                 attempt.headers = time.perf_counter() - attempt.started
-                if response.status >= 300:
-                    raise error_for_status(provider, response.status,
-                                           await response.content.read(_ERROR_BODY_LIMIT), response.headers)
-                yield response
+                clock.headers = True
+                clock.first = clock.first or not stream  # a JSON answer's headers are its first byte
+                try:
+                    if response.status >= 300:
+                        clock.waiting()
+                        raise error_for_status(provider, response.status,
+                                               await response.content.read(_ERROR_BODY_LIMIT), response.headers)
+                    yield response
+                except BaseException:
+                    response.close()
+                    raise
 
 
 @contextlib.contextmanager
@@ -140,9 +151,11 @@ def _redacted(provider: Provider, text: str) -> str:
 
 
 def stream_error(provider: Provider, event: Any) -> UpstreamError:
-    """An ``{"error": ...}`` event in the middle of an upstream's stream."""
+    """An error an upstream sent with a 200: an ``{"error": ...}`` event in its stream, or a JSON
+    answer that is only an error envelope."""
     message, code = said_in(event)
-    return UpstreamUnavailable(_redacted(provider, f"{provider.name}: {message}" + (f" (code {code})" if code else "")))
+    said = _redacted(provider, f"{provider.name}: {message}" + (f" (code {code})" if code else ""))
+    return QuotaExhausted(said) if code in provider.profile.quota.codes else UpstreamUnavailable(said)
 
 
 # Statuses by which an upstream says the request itself is wrong (the client may fix it); any other
@@ -161,15 +174,40 @@ def error_for_status(provider: Provider, status: int, body: bytes, headers: Any)
             code in content_filter.codes
             or any(p in message.lower().replace("_", " ") for p in content_filter.phrases)):
         return ContentFiltered(said, headers=back)
+    quota = provider.profile.quota
+    if status in quota.statuses or code in quota.codes:
+        return QuotaExhausted(f"{provider.name} says the account has no balance left ({status}): {message}",
+                              headers=back)
     if status == 429:
-        return UpstreamRateLimited(said, headers=back)
-    if status in (401, 403):
-        return UpstreamUnavailable(f"{provider.name} refused the gateway's credentials ({status}): {message}",
-                                   headers=back)
+        error: UpstreamError = UpstreamRateLimited(said, headers=back)
+        error.retry_after = _seconds(back.get("retry-after"))
+        return error
     if status in _REJECTS_REQUEST:
         return UpstreamRejected(said, headers=back)
     if status == 408:
         return UpstreamTimeout(f"{provider.name} timed out ({status}): {message}", headers=back)
     if 300 <= status < 400:
-        return UpstreamUnavailable(f"{provider.name} answered a redirect ({status}); redirects are not followed")
-    return UpstreamUnavailable(f"{provider.name} failed ({status}): {message}", headers=back)
+        error = UpstreamUnavailable(f"{provider.name} answered a redirect ({status}); redirects are not followed")
+    elif status in (401, 403):
+        error = UpstreamUnavailable(f"{provider.name} refused the gateway's credentials ({status}): {message}",
+                                    headers=back)
+    else:
+        error = UpstreamUnavailable(f"{provider.name} failed ({status}): {message}", headers=back)
+        error.retry_after = _seconds(back.get("retry-after")) if status == 503 else None
+    # 500, 502, 503, 504 and 529 (overloaded, sent like a 503) may pass; our key, a wrong URL may not
+    error.retry_same = status in _RETRIED
+    return error
+
+
+_RETRIED = frozenset({500, 502, 503, 504, 529})
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds (the delay form; an HTTP date is read as "no advice")."""
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86400 else None

@@ -66,6 +66,15 @@ class ContentFilter:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """How an upstream says the account has no balance left (statuses, body codes): not a rate
+    limit, so the request fails over at once and is not retried on that upstream (issue 10)."""
+
+    statuses: frozenset[int] = frozenset()
+    codes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class ThinkingDialect:
     name: str
     enabled: Mapping[str, Any] = field(default_factory=dict)
@@ -92,6 +101,7 @@ class Profile:
     developer_role: bool = False
     pass_headers: tuple[str, ...] = ()
     content_filter: ContentFilter | None = None
+    quota: Quota = Quota()
     #: the only upstream models that take the dialect's on/off switch (None: every model)
     thinking_models: frozenset[str] | None = None
     #: body fields outside OpenAI's API that this upstream's page documents (see foreign_fields())
@@ -115,7 +125,7 @@ _LIMIT_KINDS: dict[str, str] = {
     f.name: _KIND_OF_TYPE[str(f.type)] for f in dataclasses.fields(Limits) if f.name != "docs"
 }
 _DIALECT_KEYS = {"thinking", "stream_default", "stop_as_list", "stream_options", "developer_role",
-                 "pass_headers", "content_filter", "thinking_models", "extra_fields"}
+                 "pass_headers", "content_filter", "quota", "thinking_models", "extra_fields"}
 
 
 def _convert(kind: str, value: Any, key: str) -> Any:
@@ -189,6 +199,10 @@ def _load(name: str) -> Profile:
         dialect["content_filter"] = ContentFilter(
             status=cf["status"], codes=frozenset(map(str, cf.get("codes", ()))),
             phrases=tuple(p.lower() for p in cf.get("phrases", ())))
+    if "quota" in dialect:
+        quota = dialect["quota"]
+        dialect["quota"] = Quota(statuses=frozenset(map(int, quota.get("statuses", ()))),
+                                 codes=frozenset(map(str, quota.get("codes", ()))))
     for key in ("thinking_models", "extra_fields"):
         if key in dialect:
             dialect[key] = frozenset(dialect[key])
