@@ -42,6 +42,7 @@ class Gateway:
         self.upstream = Upstream()
         self.access_log = AccessLog(settings.log_level)
         self.metrics = Metrics()
+        self._refusals = Throttle(per_second=5)
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
                              changed=self.metrics.health_changed)
         self._use(config)
@@ -54,18 +55,17 @@ class Gateway:
                                {p.name: p.enabled for p in providers},
                                ejected=[p.name for p in providers if self.health.ejected(p.name)])
 
-    def reload(self, *, count: bool = True) -> str | None:
-        """Re-read the config file; an invalid one is refused and the old table keeps serving.
-        Returns the problem, or None when the new table is in force. (Under --workers the
-        supervisor counts the reload it then makes of every worker: ``count=False`` here.)"""
+    def reload(self, *, count_success: bool = True) -> str | None:
+        """Re-read the config file; an invalid one is refused (and counted) and the old table keeps
+        serving. Returns the problem, or None when the new table is in force. (Under --workers the
+        supervisor counts the reload it then makes of every worker: ``count_success=False``.)"""
         try:
             config = config_file.load(self.settings.config)
         except ConfigError as exc:
             self.access_log.event("reload_rejected", level="warning", error=str(exc))
-            if count:
-                self.metrics.reloaded(False)
+            self.metrics.reloaded(False)
             return str(exc)
-        if count:
+        if count_success:
             self.metrics.reloaded(True)
         self._use(config)
         self.access_log.event("reloaded", config=config.path, models=len(config.models),
@@ -80,15 +80,35 @@ class Gateway:
         self.access_log.request(exchange)
 
     def refused(self, scope: dict[str, Any], error: GatewayError) -> None:
-        """A request the key check turned away: counted and logged like any other (issue 9, point 2)."""
+        """A request the key check turned away: counted like any other (issue 9, point 2) and
+        logged, at most a few lines a second (a flood of bad keys must not become one of log lines)."""
         exchange = Exchange(request_id=new_id(), status=error.status, error_code=error.code)
-        exchange.ended = exchange.started
-        self.metrics.record(exchange)
-        self.access_log.request(exchange)
+        try:
+            self.metrics.record(exchange, timed=False)
+            if self._refusals.allows():
+                self.access_log.request(exchange)
+        except Exception as exc:  # the 401 must still go out
+            self.failed(exchange, exc)
 
     def failed(self, exchange: Exchange, error: Exception) -> None:
         self.access_log.event("internal_error", level="error", request_id=exchange.request_id,
                               error=type(error).__name__)
+
+
+class Throttle:
+    """At most ``per_second`` events in any second-long window starting at the first of them."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._window = 0.0
+        self._count = 0
+
+    def allows(self) -> bool:
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._count = now, 0
+        self._count += 1
+        return self._count <= self.per_second
 
 
 def _error_response(error: GatewayError) -> JSONResponse:
@@ -125,7 +145,9 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         gc.freeze()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests): no signals
-            loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+            # a supervised worker leaves reloads to its supervisor (a HUP to the whole process group
+            # must neither reload each worker on its own nor kill it, SIGHUP's default)
+            loop.add_signal_handler(signal.SIGHUP, (lambda: None) if os.environ.get(SUPERVISED) else gateway.reload)
         try:
             yield
         finally:
@@ -174,7 +196,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     @app.post("/admin/reload")
     async def admin_reload() -> JSONResponse:
         supervised = bool(os.environ.get(SUPERVISED))
-        problem = gateway.reload(count=not supervised)
+        problem = gateway.reload(count_success=not supervised)
         if problem is not None:
             return _error_response(InvalidRequest(f"reload refused, the old table keeps serving: {problem}",
                                                   code="invalid_config"))

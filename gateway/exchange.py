@@ -5,9 +5,14 @@ Times are ``time.perf_counter()`` readings; durations are derived from them wher
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+#: upper bounds (seconds) of the inter-token histogram's buckets: gaps are binned as they come, so a
+#: stream of any length holds a few counters, not a list of every gap
+GAP_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 @dataclass(slots=True)
@@ -35,7 +40,8 @@ class Exchange:
     first_reasoning: float | None = None  # seconds from start to the first reasoning_content delta
     first_content: float | None = None  # seconds from start to the first content delta
     last_delta: float | None = None  # when the latest delta arrived
-    gaps: list[float] = field(default_factory=list)  # seconds between consecutive stream deltas
+    gap_counts: list[int] | None = None  # per GAP_BOUNDS bucket (+Inf last): gaps between stream deltas
+    gap_sum: float = 0.0
     usage: dict[str, Any] | None = None
     dropped: list[str] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
@@ -65,8 +71,14 @@ class Exchange:
         """A reasoning, content or tool-call delta arrived: the gap since the one before counts."""
         now = time.perf_counter()
         if self.last_delta is not None:
-            self.gaps.append(now - self.last_delta)
+            self.gap(now - self.last_delta)
         self.last_delta = now
+
+    def gap(self, seconds: float) -> None:
+        if self.gap_counts is None:
+            self.gap_counts = [0] * (len(GAP_BOUNDS) + 1)
+        self.gap_counts[bisect.bisect_left(GAP_BOUNDS, seconds)] += 1
+        self.gap_sum += seconds
 
     def latency(self) -> float:
         """Seconds from the request's start to the client's last byte."""

@@ -89,11 +89,13 @@ class ChatCompletions:
             exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         except asyncio.CancelledError:
             if not watcher.disconnected:  # shut down past its grace period: say so rather than cut off
-                exchange.error_code = SHUTDOWN
-                if exchange.responded and exchange.stream and exchange.ended is None:
-                    with contextlib.suppress(Exception):
-                        await send({"type": "http.response.body", "body": frame(_SHUTTING_DOWN.body()),
-                                    "more_body": False})
+                if exchange.ended is None:  # else the client has every byte: a success, only its drain cut
+                    exchange.error_code = SHUTDOWN
+                    exchange.status = exchange.status or _SHUTTING_DOWN.status
+                    if exchange.responded and exchange.stream:
+                        with contextlib.suppress(Exception):
+                            await send({"type": "http.response.body", "body": frame(_SHUTTING_DOWN.body()),
+                                        "more_body": False})
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             # the client went away; the upstream request was cancelled with it
@@ -117,9 +119,8 @@ class ChatCompletions:
 
     async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
         body = request_body.load(raw)
-        exchange.alias = body["model"]
+        exchange.alias, exchange.stream = body["model"], request_body.wants_stream(body)
         request_body.check(body)
-        exchange.stream = request_body.wants_stream(body)
         router = self._router()
         routes = router.candidates(body["model"])
         intent = read_intent(body)

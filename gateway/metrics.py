@@ -12,7 +12,6 @@ Every label set a dashboard needs from the first event is created at 0 when a co
 
 from __future__ import annotations
 
-import bisect
 import os
 import platform
 import re
@@ -33,19 +32,18 @@ from prometheus_client import (
 
 from . import __version__
 from .errors import CLIENT_CLOSED, CODES, SHUTDOWN, UPSTREAM_CODES
-from .exchange import Exchange
+from .exchange import GAP_BOUNDS, Exchange
 from .processes import WorkerProcesses
 
 # Streams run for minutes (the idle timeout bounds a silence, not the total): up to 30 minutes,
 # with fine steps where thinking answers land (10-120 s).
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300,
             600, 900, 1200, 1800)
-_GAPS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 _INDEX = re.compile(r"\[\d+\]")
 TOKEN_KINDS = ("prompt", "completion", "reasoning", "cached")
 #: what an attempt can end as: "ok" or the code of the error that ended it
-OUTCOMES = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, "internal_error")
+OUTCOMES = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, SHUTDOWN, "internal_error")
 
 REQUESTS = Counter("gateway_requests", "Requests by HTTP status and outcome code (ok, or the gateway's error code)",
                    ["model", "provider", "status", "code"])
@@ -57,7 +55,7 @@ TTFB = Histogram("gateway_upstream_ttfb_seconds", "Per attempt: from sending the
 TTFT = Histogram("gateway_time_to_first_token_seconds", "Streams: from the request's start to the first reasoning "
                  "/ content delta", ["model", "provider", "kind"], buckets=_LATENCY)
 GAPS = Histogram("gateway_inter_token_seconds", "Streams: each gap between two consecutive deltas (reasoning, "
-                 "content or tool call)", ["model", "provider"], buckets=_GAPS)
+                 "content or tool call)", ["model", "provider"], buckets=GAP_BOUNDS)
 OVERHEAD = Histogram("gateway_overhead_seconds", "The gateway's own time: phase=request from the client's body in "
                      "hand to the upstream call, phase=response from the upstream's last byte to the client's",
                      ["phase"], buckets=_OVERHEAD)
@@ -90,6 +88,10 @@ class _Children:
             child = self._seen[values] = self._metric.labels(*values)
         return child
 
+    def forget(self, *values: str) -> None:
+        if self._seen.pop(values, None) is not None:
+            self._metric.remove(*values)
+
 
 def _detail(usage: dict[str, Any], group: str, name: str) -> Any:
     details = usage.get(group)
@@ -105,11 +107,10 @@ def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
 
 
 #: the request outcomes worth a series from the start: before any provider, and on a provider
-_BEFORE_ANY_PROVIDER = ("invalid_request", "unsupported_by_provider", "payload_too_large", "provider_disabled",
-                        CLIENT_CLOSED, "internal_error")
+_BEFORE_ANY_PROVIDER = ("invalid_request", "unsupported_by_provider", "provider_disabled", "internal_error")
 _UNKNOWN_MODEL = ("model_not_found", "invalid_request", "invalid_api_key", "payload_too_large", CLIENT_CLOSED)
 _ON_A_PROVIDER = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, SHUTDOWN, "internal_error")
-_MID_STREAM = ("upstream_error", "upstream_timeout", SHUTDOWN)  # 200 already sent, then the stream failed
+_MID_STREAM = ("upstream_error", "upstream_timeout", SHUTDOWN, "internal_error")  # 200 sent, then it failed
 
 
 class Metrics:
@@ -130,6 +131,8 @@ class Metrics:
                   ejected: Iterable[str] = ()) -> None:
         """The names in force (at start and on reload): alias -> its providers, provider -> enabled."""
         self.aliases = frozenset(routes)
+        for gone in set(self._enabled) - set(providers):  # no stale "up" for a provider no longer configured
+            self.provider_up.forget(gone)
         self._enabled = dict(providers)
         LOADED.set_to_current_time()
         down = set(ejected)
@@ -142,9 +145,12 @@ class Metrics:
             self.overhead(phase)
         for code in _UNKNOWN_MODEL:
             self.requests("unknown", "none", str(CODES[code]), code)
+        self.duration("unknown", "none", "false")
         for alias, names in routes.items():
             for code in _BEFORE_ANY_PROVIDER:
                 self.requests(alias, "none", str(CODES[code]), code)
+            for stream in ("true", "false"):
+                self.duration(alias, "none", stream)
             for name in names:
                 for code in _ON_A_PROVIDER:
                     self.requests(alias, name, "200" if code == "ok" else str(CODES[code]), code)
@@ -173,13 +179,15 @@ class Metrics:
         INFLIGHT.dec()
         self.record(exchange)
 
-    def record(self, exchange: Exchange) -> None:
-        """Counts one request (``finished`` for those that were in flight; a refused key never was)."""
+    def record(self, exchange: Exchange, timed: bool = True) -> None:
+        """Counts one request (``finished`` for those that were in flight; a refused key never was,
+        nor was it timed)."""
         model = exchange.alias if exchange.alias in self.aliases else "unknown"
         provider = exchange.provider or "none"
         code = exchange.code if exchange.code in CODES or exchange.code == "ok" else "internal_error"
         self.requests(model, provider, str(exchange.status), code).inc()
-        self.duration(model, provider, "true" if exchange.stream else "false").observe(exchange.latency())
+        if timed:
+            self.duration(model, provider, "true" if exchange.stream else "false").observe(exchange.latency())
         for attempt in exchange.attempts:
             self.attempts(attempt.provider, attempt.outcome).inc()
             if attempt.headers is not None:
@@ -194,29 +202,23 @@ class Metrics:
             self.ttft(model, provider, "reasoning").observe(exchange.first_reasoning)
         if exchange.first_content is not None:
             self.ttft(model, provider, "content").observe(exchange.first_content)
-        if exchange.gaps:
-            observe_many(self.gaps(model, provider), exchange.gaps)
+        if exchange.gap_counts is not None:
+            add_counts(self.gaps(model, provider), exchange.gap_counts, exchange.gap_sum)
         if exchange.usage:
             for kind, count in _tokens(exchange.usage):
                 if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                     self.tokens(model, provider, kind).inc(count)
 
 
-def observe_many(histogram: Any, values: list[float]) -> None:
-    """``observe`` for each value, one increment per bucket: a stream's 50 gaps observed one by one
-    cost a fifth of the streams/s in bench/ (each observe scans the buckets and takes two locks)."""
-    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
-    if bounds is None or buckets is None or total is None:  # another prometheus_client's layout
-        for value in values:
-            histogram.observe(value)
-        return
-    counts: dict[int, int] = {}
-    for value in values:
-        i = bisect.bisect_left(bounds, value)
-        counts[i] = counts.get(i, 0) + 1
-    total.inc(sum(values))
-    for i, count in counts.items():
-        buckets[i].inc(count)
+def add_counts(histogram: Any, counts: list[int], total: float) -> None:
+    """Observations already binned by the histogram's own bounds (+Inf last), one increment per
+    bucket: a stream's 50 gaps observed one by one cost a fifth of the streams/s in bench/ (each
+    observe scans the buckets and takes two locks). prometheus_client's child layout (``_buckets``,
+    ``_sum``) is read here; tests/test_metrics.py checks the result against plain observations."""
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _registry() -> CollectorRegistry | None:

@@ -2,7 +2,8 @@
 
 prometheus_client's process collector reads ``/proc/self``: under workers the scrape would show one
 random worker's CPU, memory and descriptors, and its multiprocess registry drops them altogether.
-This collector reads the supervisor and each of its children, one ``pid`` label apiece, through
+This collector reads the supervisor and each of its workers, labelled ``pid`` and ``role``
+(``supervisor``, ``worker``), through
 prometheus_client's own reader (Linux ``/proc``; elsewhere it yields nothing).
 """
 
@@ -37,13 +38,23 @@ def _children(parent: int) -> list[int]:
     return found
 
 
+def _is_worker(pid: int) -> bool:
+    """A serving worker, not multiprocessing's resource tracker (also the supervisor's child)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"resource_tracker" not in cmdline.read()
+    except OSError:
+        return False
+
+
 class WorkerProcesses(Collector):
     def collect(self) -> Iterator[Metric]:
         supervisor = int(os.environ.get(SUPERVISED) or os.getpid())
         merged: dict[str, Metric] = {}
-        for pid in [supervisor, *_children(supervisor)]:
+        processes = [(supervisor, "supervisor"), *((pid, "worker") for pid in _children(supervisor) if _is_worker(pid))]
+        for pid, role in processes:
             for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():  # type: ignore[misc]
                 into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
                 for sample in family.samples:
-                    into.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+                    into.add_sample(sample.name, {**sample.labels, "pid": str(pid), "role": role}, sample.value)
         yield from merged.values()

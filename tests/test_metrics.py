@@ -4,6 +4,7 @@ what the clients saw (issue 9's five defects each have a test here)."""
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -11,9 +12,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.exchange import GAP_BOUNDS, Exchange
+from gateway.metrics import add_counts
 from tests.conftest import CLIENT_KEY, Simulator, config_text, start_gateway
 from tests.servers import serve
 from tests.upstreams import Lingering
@@ -113,9 +118,10 @@ def test_provider_up_follows_ejection_and_never_a_rate_limit(sim: Simulator, tmp
 
 
 def test_labels_never_carry_a_client_string(gateway: str, http: httpx.Client) -> None:
+    delta = Delta(gateway)
     http.post("/v1/chat/completions", json={"model": "made-up-<script>", "messages": [USER]})
-    text = httpx.get(f"{gateway}/metrics").text
-    assert "made-up" not in text and 'model="unknown"' in text
+    assert "made-up" not in httpx.get(f"{gateway}/metrics").text
+    assert delta("gateway_requests_total", model="unknown", provider="none", status="404", code="model_not_found") == 1
 
 
 def test_inflight_counts_open_streams(gateway: str, http: httpx.Client, sim: Simulator) -> None:
@@ -156,6 +162,7 @@ def test_a_stream_read_to_its_end_is_a_200_not_a_499(lingering_gateway: tuple[st
     and the body end after [DONE] is still read, so the upstream connection is reused."""
     url, lingering = lingering_gateway
     delta = Delta(url)
+    capfd.readouterr()
     with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
         for _ in range(3):
             chunks = list(client.chat.completions.create(model="glm-lingering", messages=[USER], stream=True))
@@ -168,6 +175,17 @@ def test_a_stream_read_to_its_end_is_a_200_not_a_499(lingering_gateway: tuple[st
     assert len(set(lingering.clients[-3:])) == 1, "the upstream connection was dropped, not reused"
     lines = [line for line in capfd.readouterr().out.splitlines() if '"glm-lingering"' in line]
     assert [('"status":200' in line) for line in lines[-3:]] == [True] * 3, lines
+
+
+def test_a_refused_key_is_logged_too(lingering_gateway: tuple[str, Lingering],
+                                     capfd: pytest.CaptureFixture[str]) -> None:
+    url, _ = lingering_gateway
+    capfd.readouterr()
+    assert httpx.post(f"{url}/v1/chat/completions", json={"model": "glm-lingering", "messages": [USER]}).status_code \
+        == 401
+    time.sleep(0.3)  # request lines are flushed within 200 ms
+    lines = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if '"invalid_api_key"' in line]
+    assert len(lines) == 1 and lines[0]["status"] == 401 and lines[0]["event"] == "request", lines
 
 
 def test_a_refused_key_is_counted_and_logged(gateway: str) -> None:
@@ -222,10 +240,63 @@ def test_the_series_a_dashboard_needs_exist_at_zero_from_the_start(sim: Simulato
             assert ("gateway_requests_total", frozenset(labels.items())) in samples, labels
         labels = {"model": "unknown", "provider": "none", "status": "401", "code": "invalid_api_key"}
         assert ("gateway_requests_total", frozenset(labels.items())) in samples
-        assert value(samples, "gateway_config_reloads_total", result="failure") == 0
+        assert ("gateway_config_reloads_total", frozenset({("result", "failure")})) in samples
         assert value(samples, "gateway_config_loaded_timestamp_seconds") > time.time() - 60
         assert any(name == "gateway_build_info" for name, _ in samples)
-        assert value(samples, "gateway_request_duration_seconds_count", model="glm-fresh", provider="maxtoken",
-                     stream="true") == 0
-        assert ("gateway_request_duration_seconds_count", frozenset(
-            {"model": "glm-fresh", "provider": "maxtoken", "stream": "false"}.items())) in samples
+        for stream in ("true", "false"):
+            assert ("gateway_request_duration_seconds_count", frozenset(
+                {"model": "glm-fresh", "provider": "maxtoken", "stream": stream}.items())) in samples
+
+
+def test_a_reload_is_counted_and_creates_the_new_aliases_series(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(sim.url))
+    with start_gateway(path, admin_key="sk-admin") as url:
+        admin = {"Authorization": "Bearer sk-admin"}
+        delta, loaded = Delta(url), value(scrape(url), "gateway_config_loaded_timestamp_seconds")
+        time.sleep(0.01)
+        path.write_text(config_text(sim.url, extra_models="  glm-reloaded:\n    - {provider: toapis, model: glm-5}\n"))
+        assert httpx.post(f"{url}/admin/reload", headers=admin).status_code == 200
+        path.write_text("providers: [broken\n")
+        assert httpx.post(f"{url}/admin/reload", headers=admin).status_code == 400
+        samples = scrape(url)
+        assert delta("gateway_config_reloads_total", result="success") == 1
+        assert delta("gateway_config_reloads_total", result="failure") == 1
+        assert value(samples, "gateway_config_loaded_timestamp_seconds") > loaded
+        labels = {"model": "glm-reloaded", "provider": "toapis", "status": "200", "code": "ok"}
+        assert ("gateway_requests_total", frozenset(labels.items())) in samples
+
+
+def test_a_client_that_leaves_mid_stream_is_a_499(gateway: str, sim: Simulator) -> None:
+    """The other side of defect 1: leaving before the last byte is still a 499."""
+    sim.control(provider="toapis", chunk_delay_ms=100, words=30, count=1)
+    delta = Delta(gateway)
+    with httpx.stream("POST", f"{gateway}/v1/chat/completions", headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                      json={"model": "glm-toapis", "messages": [USER], "stream": True}, timeout=10) as response:
+        next(response.iter_raw())
+    deadline = time.monotonic() + 5
+    while delta("gateway_requests_total", model="glm-toapis", provider="toapis", status="200",
+                code="client_closed") + delta("gateway_requests_total", model="glm-toapis", provider="toapis",
+                                              status="499", code="client_closed") == 0:
+        assert time.monotonic() < deadline, "the request that was left was never counted"
+        time.sleep(0.05)
+    assert delta("gateway_requests_total", model="glm-toapis", provider="toapis", status="200", code="ok") == 0
+    assert delta("gateway_upstream_attempts_total", provider="toapis", outcome="client_closed") == 1
+
+
+def test_binned_gaps_add_up_to_plain_observations() -> None:
+    """The inter-token histogram takes a stream's gaps binned (one increment per bucket); the
+    exposition must be what observing each gap gives, bucket edges included."""
+    plain, binned = CollectorRegistry(), CollectorRegistry()
+    by_one = Histogram("g", "g", buckets=GAP_BOUNDS, registry=plain)
+    exchange = Exchange(request_id="x")
+    for gap in [0.0, *GAP_BOUNDS, 61.0, 1e9, *(random.expovariate(30) for _ in range(300))]:
+        by_one.observe(gap)
+        exchange.gap(gap)
+    assert exchange.gap_counts is not None
+    add_counts(Histogram("g", "g", buckets=GAP_BOUNDS, registry=binned), exchange.gap_counts, exchange.gap_sum)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if line.startswith(("g_bucket",
+                "g_count", "g_sum"))]
+    assert samples(binned) == samples(plain)

@@ -96,13 +96,14 @@ def test_two_workers_serve_and_metrics_sum_over_both(config: Path) -> None:
         wait_until(lambda: len(served.logged("request")) == 30, what="30 request lines", log=served.lines)
         prefixes = {line["request_id"][:12] for line in served.logged("request")}  # one id prefix per process
         assert len(prefixes) == 2, "both workers log their requests"
-        workers = subprocess.run(["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True)
-        pids = {str(served.process.pid), *workers.stdout.split()}
-        rss = {dict(labels)["pid"]: v for (name, labels), v in samples.items()
+        children = subprocess.run(["pgrep", "-P", str(served.process.pid), "-f", "spawn_main"], capture_output=True,
+                                  text=True).stdout.split()  # the workers, not multiprocessing's resource tracker
+        rss = {(dict(labels)["pid"], dict(labels)["role"]): v for (name, labels), v in samples.items()
                if name == "process_resident_memory_bytes"}
-        assert set(rss) == pids and all(v > 10e6 for v in rss.values()), rss  # every process, the supervisor too
+        assert set(rss) == {(str(served.process.pid), "supervisor"), *((pid, "worker") for pid in children)}, rss
+        assert len(children) == 2 and all(v > 10e6 for v in rss.values()), rss
         fds = [v for (name, labels), v in samples.items() if name == "process_open_fds"]
-        assert len(fds) == len(pids) and all(v > 0 for v in fds)
+        assert len(fds) == 3 and all(v > 0 for v in fds)
 
 
 def test_a_killed_worker_leaves_the_inflight_sum(config: Path, sim: Simulator) -> None:
