@@ -64,7 +64,7 @@ class AccessLog:
             return
         for number, attempt in enumerate(exchange.attempts, start=1):
             self._write({"event": "attempt", "request_id": exchange.request_id, "attempt": number,
-                         "provider": attempt.provider, "outcome": attempt.outcome,
+                         "provider": attempt.provider, "outcome": attempt.outcome, "retry": attempt.retry,
                          "headers_ms": _ms(attempt.headers)}, urgent=False)
         usage = exchange.usage or {}
         line: dict[str, Any] = {

@@ -30,6 +30,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
 from .routing import Router
 from .settings import SUPERVISED, Settings
+from .shutdown import Drain
 from .upstream import Upstream
 
 
@@ -44,7 +45,7 @@ class Gateway:
         self.metrics = Metrics()
         self._refusals = Throttle(per_second=5)
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
-                             changed=self.metrics.health_changed)
+                             changed=self._health_changed)
         self._use(config)
 
     def _use(self, config: Config) -> None:
@@ -54,6 +55,14 @@ class Gateway:
         self.metrics.configure({alias: [r.provider.name for r in routes] for alias, routes in config.models.items()},
                                {p.name: p.enabled for p in providers},
                                ejected=[p.name for p in providers if self.health.ejected(p.name)])
+
+    def _health_changed(self, provider: str, up: bool) -> None:
+        self.metrics.health_changed(provider, up)
+        if up:
+            self.access_log.event("provider_back", provider=provider)
+        else:
+            self.access_log.event("provider_ejected", level="warning", provider=provider,
+                                  failures=self.health.consecutive, seconds=self.health.cooldown)
 
     def reload(self, *, count_success: bool = True) -> str | None:
         """Re-read the config file; an invalid one is refused (and counted) and the old table keeps
@@ -135,10 +144,13 @@ class ChatFirst:
 def create_app(settings: Settings | None = None) -> ClientAuth:
     settings = settings or Settings()
     gateway = Gateway(settings, config_file.load(settings.config))
+    drain = Drain(settings.shutdown_delay, lambda: gateway.access_log.event(
+        "draining", level="warning", seconds=settings.shutdown_delay, grace=settings.shutdown_grace))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.upstream.start()
+        drain.install()
         # Start-up objects (modules, config, profiles) never die: out of the collector's sight, a
         # full collection under load walks only what requests allocate.
         gc.collect()
@@ -153,6 +165,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         finally:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)
+            drain.uninstall()
             await gateway.upstream.close()
             gateway.access_log.flush()
 
@@ -184,8 +197,9 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ready = gateway.upstream.ready
-        return JSONResponse({"status": "ready" if ready else "starting", "models": len(gateway.router.aliases)},
+        ready = gateway.upstream.ready and not drain.draining
+        status = "draining" if drain.draining else "ready" if ready else "starting"
+        return JSONResponse({"status": status, "models": len(gateway.router.aliases)},
                             status_code=200 if ready else 503)
 
     if settings.metrics_port is None:  # else served on its own port by the CLI

@@ -24,6 +24,7 @@ class Attempt:
     started: float = field(default_factory=time.perf_counter)
     outcome: str = ""  # "ok", or the code of the error that ended it; "" while it runs
     headers: float | None = None  # seconds from the attempt's start to the upstream's response headers
+    retry: bool = False  # a second (or later) try of the same route
 
 
 @dataclass(slots=True)

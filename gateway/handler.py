@@ -154,7 +154,7 @@ class ChatCompletions:
     async def _try(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
                    id_header: tuple[bytes, bytes], tries: int, provider_end: float, request_end: float) -> None:
         """One attempt, recorded; a retry holds a place in the retry budget while it runs."""
-        attempt = Attempt(route.provider.name)
+        attempt = Attempt(route.provider.name, retry=tries > 1)
         exchange.attempts.append(attempt)
         budget = self._budget
         if tries > 1:

@@ -16,6 +16,10 @@ from typing import Any
 
 import uvicorn
 
+#: the uvicorn.Server behind each URL that serve() yields, while it runs (its server_state tells a
+#: test which requests are still being handled)
+SERVERS: dict[str, uvicorn.Server] = {}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -37,9 +41,12 @@ def serve(app: Any, *, port: int | None = None, **config: Any) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"server on port {port} did not start")
         time.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    SERVERS[url] = server
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
+        SERVERS.pop(url, None)
         server.should_exit = True
         thread.join(timeout=10)
 

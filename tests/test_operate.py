@@ -114,7 +114,9 @@ def test_a_killed_worker_leaves_the_inflight_sum(config: Path, sim: Simulator) -
 
         with httpx.stream("POST", f"{served.url}/v1/chat/completions", timeout=20,
                           json={"model": "glm-toapis", "messages": [USER], "stream": True}) as response:
-            next(response.iter_raw())
+            # keep the iterator: a dropped one is finalised at once and closes the connection
+            chunks = response.iter_raw()
+            next(chunks)
             assert inflight() == 1
             workers = subprocess.run(["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True)
             for pid in workers.stdout.split():
@@ -138,7 +140,7 @@ def test_one_json_line_per_request_and_attempt_without_keys_or_bodies(config: Pa
         attempt = served.logged("attempt")[-1]
         assert attempt.pop("headers_ms") > 0
         assert attempt == {"event": "attempt", "request_id": "log-test-1", "attempt": 1, "provider": "siliconflow",
-                           "outcome": "ok"}
+                           "outcome": "ok", "retry": False}
         output = "".join(served.lines)
         for secret in ("sk-client-log", *UPSTREAM_KEYS.values()):
             assert secret not in output
