@@ -79,6 +79,24 @@ def test_unset_key_variable_disables_the_provider(tmp_path: Path, monkeypatch: p
      "providers.pt.limits.temperature", "expected a range"),
     (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {read: -1}"),
      "providers.pt.timeout.read", "positive number"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {first_byte: 0}"),
+     "providers.pt.timeout.first_byte", "positive number"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {deadline: 3}"),
+     "providers.pt.timeout.deadline", "unknown; expected connect, first_byte, idle, total"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {read: 3, idle: 4}"),
+     "providers.pt.timeout.idle", "given twice"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    retry: {attempts: 0}"),
+     "providers.pt.retry.attempts", "whole number of at least 1"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    retry: {attempts: 2.5}"),
+     "providers.pt.retry.attempts", "whole number of at least 1"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    retry: {backoff_base: 3, backoff_max: 1}"),
+     "providers.pt.retry.backoff_base", "larger than backoff_max"),
+    (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    retry: [3]"),
+     "providers.pt.retry", "expected a mapping"),
+    (GOOD.replace("{provider: pt, model: m2}", "{provider: pt, model: m2, weight: -1}"),
+     "models.a[1].weight", "expected a number >= 0"),
+    (GOOD.replace("{provider: pt, model: m2}", "{provider: pt, model: m2, priority: 1}"),
+     "models.a[1].priority", "unknown key; expected provider, model, weight"),
     (GOOD.replace("api_key: literal-key", "api_key: literal-key\n    thinking: telepathy"),
      "providers.pt.thinking", "unknown thinking dialect"),
     (GOOD.replace("http://127.0.0.1:1/v1\n    api_key: literal-key", "ftp://x/v1\n    api_key: literal-key"),
@@ -138,3 +156,14 @@ def test_serve_refuses_a_public_address_without_client_keys(tmp_path: Path) -> N
                          env={"PATH": "/usr/bin:/bin"})
     assert result.returncode != 0
     assert "refusing to serve on 0.0.0.0 without client keys" in result.stderr
+
+
+def test_timeouts_retries_and_weights_are_read(tmp_path: Path) -> None:
+    text = GOOD.replace("api_key: literal-key", "api_key: literal-key\n    timeout: {read: 7, total: 20}\n"
+                        "    retry: {attempts: 5, backoff_max: 1}").replace("{provider: pt, model: m2}",
+                                                                           "{provider: pt, model: m2, weight: 3}")
+    config = load(write(tmp_path, text))
+    pt = config.providers["pt"]
+    assert (pt.timeout.connect, pt.timeout.first_byte, pt.timeout.idle, pt.timeout.total) == (10, 300, 7, 20)
+    assert (pt.retry.attempts, pt.retry.backoff_base, pt.retry.backoff_max) == (5, 0.05, 1)
+    assert [r.weight for r in config.models["a"]] == [None, 3.0]

@@ -291,3 +291,49 @@ def _json(line: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def test_the_retry_budget_bounds_retries_against_a_dead_upstream(gateway: str, sim: Simulator) -> None:
+    """20 requests at once to a failing primary: at most max(3, 20% of 20) retries run at a time,
+    so the upstream sees far fewer than the 40 tries the retry setting alone would allow."""
+    sim.control(provider="toapis", status=503, ttfb_ms=300)  # the tries overlap
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(ask(gateway, "glm-solo", False).status))
+               for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert statuses == [502] * 20
+    assert 20 <= len(sim.requests("toapis")) <= 28, len(sim.requests("toapis"))
+    settled(gateway)
+
+
+def test_reasoning_deltas_are_progress(sim: Simulator, tmp_path: Path) -> None:
+    """A stream that sends only reasoning for longer than first_byte is alive (a peer answered 502)."""
+    extra = (f"  thinker:\n    profile: siliconflow\n    base_url: {sim.url}/siliconflow/v1\n"
+             f"    api_key: {UPSTREAM_KEYS['siliconflow']}\n    timeout: {{first_byte: 1, idle: 1}}\n")
+    path = tmp_path / "gateway.yaml"
+    models = "  glm-thinker:\n    - {provider: thinker, model: Pro/zai-org/GLM-4.7}\n"
+    path.write_text(config_text(sim.url, extra, models))
+    sim.control(provider="siliconflow", chunk_delay_ms=400)  # its reasoning deltas come first, 0.4 s apart
+    with start_gateway(path, api_keys=CLIENT_KEY) as url:
+        seen = ask(url, "glm-thinker", True)
+    reasoning = [e for e in seen.events if isinstance(e, dict) and e.get("choices")
+                 and e["choices"][0]["delta"].get("reasoning_content")]
+    assert seen.status == 200 and seen.error is None and seen.events[-1] == "[DONE]" and len(reasoning) >= 3
+    assert seen.seconds > 1.5 and len(sim.requests("siliconflow")) == 1  # past first_byte before any content
+
+
+def test_weights_balance_the_routes(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    models = ("  glm-weighted:\n    - {provider: primary, model: glm-5, weight: 3}\n"
+              "    - {provider: backup, model: glm-5-turbo, weight: 1}\n")
+    path.write_text(config_text(sim.url, providers(sim), models))
+    with start_gateway(path, api_keys=CLIENT_KEY) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as http:
+        for _ in range(200):
+            assert http.post("/v1/chat/completions", json={"model": "glm-weighted", "messages": [USER]}).status_code \
+                == 200
+    primary, backup = len(sim.requests("toapis")), len(sim.requests("maxtoken"))
+    assert primary + backup == 200 and 120 <= primary <= 180, (primary, backup)  # 150 expected, 3:1
