@@ -68,18 +68,22 @@ class Exchange:
     def since_start(self) -> float:
         return time.perf_counter() - self.started
 
-    def delta_seen(self) -> None:
-        """A reasoning, content or tool-call delta arrived: the gap since the one before counts."""
+    def deltas_arrived(self, count: int) -> None:
+        """``count`` reasoning, content or tool-call deltas arrived in one read: one gap since the
+        delta before, and ``count - 1`` gaps of 0 (they came together). Timed once per read, not
+        once per delta: a clock read and a bisect per event were 3% of a stream's CPU in bench/."""
         now = time.perf_counter()
         if self.last_delta is not None:
             self.gap(now - self.last_delta)
+        if count > 1:
+            self.gap(0.0, count - 1)
         self.last_delta = now
 
-    def gap(self, seconds: float) -> None:
+    def gap(self, seconds: float, times: int = 1) -> None:
         if self.gap_counts is None:
             self.gap_counts = [0] * (len(GAP_BOUNDS) + 1)
-        self.gap_counts[bisect.bisect_left(GAP_BOUNDS, seconds)] += 1
-        self.gap_sum += seconds
+        self.gap_counts[bisect.bisect_left(GAP_BOUNDS, seconds)] += times
+        self.gap_sum += seconds * times
 
     def latency(self) -> float:
         """Seconds from the request's start to the client's last byte."""

@@ -187,28 +187,28 @@ class ChatCompletions:
         if self._keep_bodies:
             exchange.body = upstream_body
         attempt.started = time.perf_counter()
-        clock: Clock | None = None
+        clock = Clock(provider.timeout, provider_end, request_end)
         try:
-            async with asyncio.timeout(None) as timer:
-                clock = Clock(timer, provider.timeout, provider_end, request_end)
-                async with self._upstream.post(provider, upstream_body, stream=stream, request_id=exchange.request_id,
-                                               attempt=attempt, clock=clock) as response:
-                    headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode()),
-                                        (b"x-gateway-attempts", str(len(exchange.attempts)).encode())]
-                    if exchange.dropped:
-                        headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
-                    headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
-                    if stream:
-                        wants_usage = request_body.wants_usage(body)
-                        await relay_sse(response, send, headers, provider, exchange, clock, include_usage=wants_usage,
-                                        strip_usage=profile.stream_options and not wants_usage,
-                                        max_event_bytes=self._max_event)
-                    else:
-                        await relay_json(response, send, headers, provider, exchange, clock)
-        except TimeoutError:
-            if clock is None:
-                raise
-            error = clock.expired(provider.name)
+            async with self._upstream.post(provider, upstream_body, stream=stream, request_id=exchange.request_id,
+                                           attempt=attempt, clock=clock) as response:
+                headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode()),
+                                    (b"x-gateway-attempts", str(len(exchange.attempts)).encode())]
+                if exchange.dropped:
+                    headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
+                headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
+                if stream:
+                    wants_usage = request_body.wants_usage(body)
+                    await relay_sse(response, send, headers, provider, exchange, clock, include_usage=wants_usage,
+                                    strip_usage=profile.stream_options and not wants_usage,
+                                    max_event_bytes=self._max_event)
+                else:
+                    await relay_json(response, send, headers, provider, exchange, clock)
+        except asyncio.CancelledError:
+            if clock.fired is None:
+                raise  # the client left, or the server is shutting down
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            error = clock.fired
+            error.message = f"{provider.name} {error.message}"
             if not exchange.responded:
                 raise error from None
             exchange.error_code = error.code  # mid-stream: the client's stream ends with the error
@@ -216,6 +216,8 @@ class ChatCompletions:
                 with contextlib.suppress(Exception):
                     await send({"type": "http.response.body", "body": frame(error.body()), "more_body": False})
                 exchange.ended = time.perf_counter()
+        finally:
+            clock.stop()
 
 
 class _DisconnectWatcher:

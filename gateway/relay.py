@@ -21,7 +21,7 @@ from .config import Provider
 from .errors import GatewayError, UpstreamUnavailable
 from .exchange import Exchange
 from .sse import DONE, EventSplitter, EventTooLarge, data_of, frame
-from .upstream import mapped_errors, stream_error
+from .upstream import mapped, mapped_errors, stream_error
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -56,13 +56,15 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
 async def _read_body(response: aiohttp.ClientResponse, clock: Clock) -> bytes:
     """The whole body, each wait for more bounded by the idle timeout."""
     chunks: list[bytes] = []
+    content = response.content
     while True:
         clock.waiting()
-        chunk = await response.content.readany()
-        if not chunk:
+        chunk = await content.readany()
+        if chunk:
+            chunks.append(chunk)
+        if not chunk or content.at_eof():  # at_eof: the whole body is in, no read for its end
             clock.sending()
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.append(chunk)
 
 
 class _StreamState:
@@ -70,7 +72,7 @@ class _StreamState:
     checked for its type before use: an upstream's odd chunk is relayed, never a crash."""
 
     __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template", "finished",
-                 "answered")
+                 "answered", "deltas")
 
     def __init__(self, exchange: Exchange, include_usage: bool, strip_usage: bool) -> None:
         self.exchange = exchange
@@ -81,6 +83,7 @@ class _StreamState:
         self.template: dict[str, Any] = {}
         self.finished = False  # a choice has had its finish_reason: the answer is complete
         self.answered = False  # a data event that is not an error has arrived
+        self.deltas = 0  # deltas in the read being relayed
 
     def observe(self, chunk: dict[str, Any], event: bytes) -> bytes | None:
         """Note what ``chunk`` carries; returns the event bytes the client gets (None: nothing)."""
@@ -94,7 +97,7 @@ class _StreamState:
             if isinstance(delta, dict):
                 reasoning, content = delta.get("reasoning_content"), delta.get("content") or delta.get("tool_calls")
                 if reasoning or content:
-                    exchange.delta_seen()
+                    self.deltas += 1
                 if exchange.first_reasoning is None and reasoning:
                     exchange.first_reasoning = exchange.since_start()
                 if exchange.first_content is None and content:
@@ -121,6 +124,14 @@ class _StreamState:
     def relay(self, events: list[bytes], provider: Provider) -> tuple[list[bytes], bool, GatewayError | None]:
         """The events the client gets for these upstream events (without terminators), whether
         the stream is done, and the error that ended it (the events before it still go out)."""
+        try:
+            return self._relay(events, provider)
+        finally:
+            if self.deltas:
+                self.exchange.deltas_arrived(self.deltas)
+                self.deltas = 0
+
+    def _relay(self, events: list[bytes], provider: Provider) -> tuple[list[bytes], bool, GatewayError | None]:
         out: list[bytes] = []
         for event in events:
             data = data_of(event)
@@ -159,12 +170,12 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
     while True:
         clock.waiting()
         try:
-            with mapped_errors(provider):
-                chunk = await content.readany()
-        except GatewayError as exc:
+            chunk = await content.readany()
+        except Exception as exc:
+            failure = mapped(provider, exc)
             if not exchange.responded:
-                raise
-            return await _end_with_error(send, exchange, exc)
+                raise failure from None
+            return await _end_with_error(send, exchange, failure)
         if not chunk:
             break
         clock.sending()

@@ -101,17 +101,25 @@ def mapped_errors(provider: Provider) -> Iterator[None]:
     """Low-level client failures -> gateway errors, here and nowhere else."""
     try:
         yield
-    except UpstreamError:
-        raise
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"{provider.name} did not answer in time") from None
-    except aiohttp.ClientConnectorError as exc:
+    except Exception as exc:
+        raise mapped(provider, exc) from None
+
+
+def mapped(provider: Provider, exc: Exception) -> UpstreamError:
+    """The gateway error for a low-level failure; anything else (a bug) is raised as it is. (The
+    relay's read loop calls this directly: a context manager per read costs more than the read.)"""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(f"{provider.name} did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or "connect failed"
-        raise UpstreamUnavailable(f"{provider.name} could not be reached: {reason}") from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamUnavailable(f"{provider.name} broke off its response") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(f"{provider.name} failed: {type(exc).__name__}") from None
+        return UpstreamUnavailable(f"{provider.name} could not be reached: {reason}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamUnavailable(f"{provider.name} broke off its response")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamUnavailable(f"{provider.name} failed: {type(exc).__name__}")
+    raise exc
 
 
 def passed_back(provider: Provider, headers: Any) -> dict[str, str]:
