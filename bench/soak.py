@@ -52,30 +52,32 @@ models:
 """
 
 
-def answered_whole(status: int, body: bytes, stream: bool) -> bool:
+def why_lost(status: int, body: bytes, stream: bool) -> str | None:
+    """None for a whole answer, else what was wrong with it."""
     if status != 200:
-        return False
+        return f"HTTP {status}: {body[:200].decode(errors='replace')}"
     if not stream:
-        return bool(orjson.loads(body)["choices"][0]["message"]["content"] == ANSWER)
+        return None if orjson.loads(body)["choices"][0]["message"]["content"] == ANSWER else "wrong answer"
     events = [e[6:] for e in body.split(b"\n\n") if e.startswith(b"data: ")]
     if not events or events[-1] != b"[DONE]":
-        return False
+        return f"stream without [DONE]; last event {events[-1][:200].decode(errors='replace') if events else None}"
     chunks = [orjson.loads(e) for e in events[:-1]]
     if any("error" in c for c in chunks):
-        return False
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == ANSWER
+        return "error event"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    return None if text == ANSWER else "wrong answer"
 
 
 async def soak(gateway: str, sim: str, seconds: float, rate: float, phase: float) -> dict[tuple[str, bool], Counter]:
     tally: dict[tuple[str, bool], Counter[str]] = {}
+    reasons: Counter[tuple[str, str]] = Counter()
     current = ["none"]
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=gateway, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
                                  limits=limits) as client, httpx.AsyncClient(base_url=sim) as control:
         async def rotate() -> None:
             for name in itertools.cycle(FAULTS):
-                await control.post("/_sim/reset")
-                await control.post("/_sim/control", json={"words": WORDS})
+                await control.post("/_sim/reset")  # the answer's length is the simulator's own default
                 if FAULTS[name]:
                     await control.post("/_sim/control", json={"provider": "toapis", **FAULTS[name]})
                 current[0] = name
@@ -88,10 +90,12 @@ async def soak(gateway: str, sim: str, seconds: float, rate: float, phase: float
             try:
                 response = await client.post("/v1/chat/completions", json={
                     "model": "glm-soak", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
-                whole = answered_whole(response.status_code, response.content, stream)
-            except httpx.HTTPError:
-                whole = False
-            counts["whole" if whole else "lost"] += 1
+                why = why_lost(response.status_code, response.content, stream)
+            except httpx.HTTPError as exc:
+                why = f"client error {type(exc).__name__}"
+            counts["lost" if why else "whole"] += 1
+            if why:
+                reasons[(fault, why)] += 1
 
         rotator = asyncio.create_task(rotate())
         tasks: set[asyncio.Task[None]] = set()
@@ -106,6 +110,8 @@ async def soak(gateway: str, sim: str, seconds: float, rate: float, phase: float
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
         rotator.cancel()
+    for (fault, why), count in reasons.most_common():
+        print(f"lost {count} under {fault!r}: {why}")
     return tally
 
 
@@ -119,7 +125,8 @@ def main() -> None:
     sim_port, gateway_port = free_port(), free_port()
     python = str(BENCH_DIR.parent / ".venv" / "bin" / "python")
     try:
-        sim = Proc("simulator", [python, "-m", "gateway", "simulate", "--port", str(sim_port)], log=work / "sim.log")
+        sim = Proc("simulator", [python, "-m", "gateway.simulator", "--port", str(sim_port), "--words", str(WORDS)],
+                   log=work / "sim.log")
         wait_port(sim_port, sim.popen, 30)
         config = work / "gateway.yaml"
         config.write_text(CONFIG.format(sim=f"http://127.0.0.1:{sim_port}"))
