@@ -54,8 +54,9 @@ TTFB = Histogram("gateway_upstream_ttfb_seconds", "Per attempt: from sending the
                  buckets=_LATENCY)
 TTFT = Histogram("gateway_time_to_first_token_seconds", "Streams: from the request's start to the first reasoning "
                  "/ content delta", ["model", "provider", "kind"], buckets=_LATENCY)
-GAPS = Histogram("gateway_inter_token_seconds", "Streams: each gap between two consecutive deltas (reasoning, "
-                 "content or tool call)", ["model", "provider"], buckets=GAP_BOUNDS)
+GAPS = Histogram("gateway_inter_token_seconds", "Streams: each gap between two consecutive non-empty deltas "
+                 "(reasoning, content, tool call); deltas of one network read are 0 apart", ["model", "provider"],
+                 buckets=GAP_BOUNDS)
 OVERHEAD = Histogram("gateway_overhead_seconds", "The gateway's own time: phase=request from the client's body in "
                      "hand to the upstream call, phase=response from the upstream's last byte to the client's",
                      ["phase"], buckets=_OVERHEAD)
