@@ -45,6 +45,7 @@ class Gateway:
         self.metrics = Metrics()
         self._refusals = Throttle(per_second=5)
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
+                             window=settings.eject_window, rate=settings.eject_rate,
                              changed=self._health_changed)
         self._use(config)
 

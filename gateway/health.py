@@ -1,6 +1,8 @@
 """Provider health: outlier ejection, as Envoy's outlier detection does it.
 
-A provider whose attempts fail ``consecutive`` times in a row is ejected for ``cooldown`` seconds;
+A provider whose attempts fail ``consecutive`` times in a row, or whose last ``window`` attempts
+failed at least ``rate`` of the time (Envoy's failure percentage: a provider that fails every
+other request never fails five in a row), is ejected for ``cooldown`` seconds;
 when the cool-down ends it is back in rotation and the next live request probes it. Only failures
 of the provider count (connect errors, resets, timeouts, 5xx, error-in-200): a 429 is answered by
 Retry-After and fallback, a client-caused 4xx says nothing about the provider (issue 10).
@@ -15,24 +17,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Attempt outcomes that are the provider's failure; "ok" is its success; anything else is neither.
-FAILURES = frozenset({"upstream_error", "upstream_timeout"})
+FAILURES = frozenset({"upstream_error", "upstream_timeout", "quota_exhausted"})
 
 
 @dataclass(slots=True)
 class _State:
+    window: int
     failures: int = 0  # consecutive
     ejected_until: float = 0.0  # time.monotonic(); 0: in rotation
+    recent: deque[bool] = field(init=False)  # the last attempts' failed-or-not, newest last
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=self.window)
 
 
 class Health:
-    def __init__(self, *, consecutive: int = 5, cooldown: float = 30.0,
+    def __init__(self, *, consecutive: int = 5, cooldown: float = 30.0, window: int = 20, rate: float = 0.5,
                  changed: Callable[[str, bool], None] = lambda provider, up: None) -> None:
         self.consecutive = consecutive
         self.cooldown = cooldown
+        self.window, self.rate = window, rate
         self._changed = changed  # told (provider, up) whenever a provider is ejected or back
         self._states: dict[str, _State] = {}
 
@@ -48,21 +57,26 @@ class Health:
         count starts afresh when it is back); a success (a panic-routed try) brings it back at once."""
         state = self._states.get(provider)
         if outcome == "ok":
-            if state is not None:
-                state.failures = 0
-                if state.ejected_until:
-                    state.ejected_until = 0.0
-                    self._changed(provider, True)
+            if state is None:
+                state = self._states[provider] = _State(self.window)
+            state.failures = 0
+            state.recent.append(False)
+            if state.ejected_until:
+                state.ejected_until = 0.0
+                self._changed(provider, True)
             return
         if outcome not in FAILURES:
             return
         if state is None:
-            state = self._states[provider] = _State()
+            state = self._states[provider] = _State(self.window)
         if self.ejected(provider):
             return
         state.failures += 1
-        if state.failures >= self.consecutive:
+        state.recent.append(True)
+        failing = len(state.recent) == self.window and sum(state.recent) >= self.rate * self.window
+        if state.failures >= self.consecutive or failing:
             state.failures = 0
+            state.recent.clear()
             state.ejected_until = time.monotonic() + self.cooldown
             self._changed(provider, False)
             with contextlib.suppress(RuntimeError):  # no loop (a synchronous caller): read lazily

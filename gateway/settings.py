@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     #: outlier ejection (issue 10): this many failed attempts in a row eject a provider for eject_seconds
     eject_after: int = 5
     eject_seconds: float = 30.0
+    #: ... or at least eject_rate of its last eject_window attempts failed (a rate above 1: never)
+    eject_window: int = 20
+    eject_rate: float = 0.5
     #: seconds one request may spend over all its routes, retries and backoff included (issue 10)
     request_deadline: float = 900.0
 

@@ -60,7 +60,7 @@ def gateway_for(sim: Simulator, tmp: Path, **settings: Any) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gateway(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # ejection off: each cell must see the same routing, whatever the cells before it did
-    with gateway_for(sim, tmp_path_factory.mktemp("faults"), eject_after=1_000_000) as url:
+    with gateway_for(sim, tmp_path_factory.mktemp("faults"), eject_after=1_000_000, eject_rate=2) as url:
         yield url
 
 
@@ -126,6 +126,8 @@ FAULTS = {
     "429, Retry-After 1 (within the backoff: retried)": Fault({"status": 429, "retry_after": 1, "count": 1},
                                                               tries=2, by="primary"),
     "429, Retry-After 5 (past it: the next route)": Fault({"status": 429, "retry_after": 5}, tries=1),
+    "429, no Retry-After (backoff: retried)": Fault({"status": 429, "retry_after": 0, "count": 1}, tries=2,
+                                                    by="primary"),
     "reset before the first byte": Fault({"reset_after": 0}, tries=2, streams=(True,)),
     "stall before the first byte": Fault({"stall_after": 0}, tries=2, json_knobs={"ttfb_ms": 3000}),
     "malformed first event": Fault({"malformed_after": 0}, tries=2, streams=(True,)),

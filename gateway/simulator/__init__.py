@@ -40,8 +40,8 @@ Precedence: instance defaults < controls < headers. A bad header value: 400 ``{"
 - ``chunk_delay_ms``: delay between streamed events.
 - ``words``: N -> text content is ``" ".join(f"w{i}" for i in range(N))`` (N content deltas).
 - ``status``: 400-599 -> answer that status in the provider's error shape instead of answering,
-  after auth and validation; 429 carries ``Retry-After: <retry_after or 1>``.
-- ``retry_after``: seconds for the 429 above.
+  after auth and validation; 429 carries ``Retry-After: <retry_after, 1 when unset>``.
+- ``retry_after``: seconds for the 429 above; 0 -> no Retry-After header at all.
 - ``reset_after``: K -> streaming: after K events, close the connection mid-body (no [DONE]).
 - ``stall_after``: K -> streaming: after K events send nothing and hold the connection until the
   client goes away (at most 300 s, then close as for reset).

@@ -170,7 +170,7 @@ class Simulator:
             await fail(400, exc.message, exc.field)
             return
         if knobs.status is not None:
-            if knobs.status == 429:
+            if knobs.status == 429 and knobs.retry_after != 0:
                 json_headers.append((b"retry-after", str(knobs.retry_after or 1).encode()))
             await reply(knobs.status, _fault_body(d, knobs.status, knobs))
             return

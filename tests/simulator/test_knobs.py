@@ -76,6 +76,8 @@ def test_status_count_and_retry_after(sim_url: str, web: httpx.Client) -> None:
     assert chat(web, sim_url, "siliconflow", body("siliconflow")).headers["retry-after"] == "7"
     response = chat(web, sim_url, "token360", body("token360"), {"x-sim-status": "429", "x-sim-retry-after": "3"})
     assert (response.status_code, response.headers["retry-after"]) == (429, "3")
+    response = chat(web, sim_url, "token360", body("token360"), {"x-sim-status": "429", "x-sim-retry-after": "0"})
+    assert response.status_code == 429 and "retry-after" not in response.headers
     assert "retry-after" not in chat(web, sim_url, "toapis", body("toapis"), {"x-sim-status": "500"}).headers
 
 
