@@ -253,7 +253,10 @@ class _DisconnectWatcher:
             pass
         # Once the response is complete the server reports a disconnect too (uvicorn does): the
         # client has every byte, and what is left (reading the upstream's body end so that its
-        # connection is reused) must finish, not be cut off as a 499 (issue 9, point 1).
+        # connection is reused) must finish, not be cut off as a 499 (issue 9, point 1). This
+        # relies on the relay setting ``ended`` right after its last send, with no await between.
+        # A client that goes in the same loop turn as that last send is counted a 200: uvicorn's
+        # send() drops bytes silently once the client is gone, and nothing tells the two apart.
         if self._owner is not None and self._exchange.ended is None:
             self.disconnected = True
             self._owner.cancel()
