@@ -62,8 +62,7 @@ class Gateway:
         if up:
             self.access_log.event("provider_back", provider=provider)
         else:
-            self.access_log.event("provider_ejected", level="warning", provider=provider,
-                                  failures=self.health.consecutive, seconds=self.health.cooldown)
+            self.access_log.event("provider_ejected", level="warning", provider=provider, seconds=self.health.cooldown)
 
     def reload(self, *, count_success: bool = True) -> str | None:
         """Re-read the config file; an invalid one is refused (and counted) and the old table keeps

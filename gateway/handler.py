@@ -34,11 +34,10 @@ from .errors import (
 )
 from .exchange import Attempt, Exchange
 from .health import Health
-from .relay import Headers, relay_json, relay_sse
+from .relay import Headers, end_with_error, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
 from .routing import Router
-from .sse import frame
 from .thinking import Intent, read_intent
 from .upstream import Upstream, passed_back
 
@@ -94,8 +93,7 @@ class ChatCompletions:
                     exchange.status = exchange.status or _SHUTTING_DOWN.status
                     if exchange.responded and exchange.stream:
                         with contextlib.suppress(Exception):
-                            await send({"type": "http.response.body", "body": frame(_SHUTTING_DOWN.body()),
-                                        "more_body": False})
+                            await end_with_error(send, exchange, _SHUTTING_DOWN)
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             # the client went away; the upstream request was cancelled with it
@@ -214,8 +212,7 @@ class ChatCompletions:
             exchange.error_code = error.code  # mid-stream: the client's stream ends with the error
             if stream and exchange.ended is None:
                 with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": frame(error.body()), "more_body": False})
-                exchange.ended = time.perf_counter()
+                    await end_with_error(send, exchange, error)
         finally:
             clock.stop()
 
@@ -273,7 +270,7 @@ class ClientLeft(Exception):
     """The client went away before its request was in hand: nobody to answer."""
 
 
-_SHUTTING_DOWN = UpstreamUnavailable("the gateway is shutting down; this stream was cut off", code="shutdown")
+_SHUTTING_DOWN = UpstreamUnavailable("the gateway is shutting down; this stream was cut off", code=SHUTDOWN)
 
 # A client's request id is sent upstream and logged: printable, bounded, or replaced by our own.
 _SAFE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")

@@ -175,7 +175,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
             failure = mapped(provider, exc)
             if not exchange.responded:
                 raise failure from None
-            return await _end_with_error(send, exchange, failure)
+            return await end_with_error(send, exchange, failure)
         if not chunk:
             break
         clock.sending()
@@ -190,15 +190,12 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
                 held += events
                 continue
             clock.first = True
-            exchange.status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+            await _start(send, headers, exchange)
             events = held + events
         if done:
             exchange.upstream_done = time.perf_counter()
         if error is not None:
-            if events:
-                await send({"type": "http.response.body", "body": _framed(events), "more_body": True})
-            return await _end_with_error(send, exchange, error)
+            return await end_with_error(send, exchange, error, events)
         if events:
             await send({"type": "http.response.body", "body": _framed(events), "more_body": not done})
         if done:
@@ -214,13 +211,10 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
     if not exchange.responded:
         if error is not None:
             raise error
-        exchange.status = 200
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+        await _start(send, headers, exchange)
         events = held + events
     if error is not None:
-        if events:
-            await send({"type": "http.response.body", "body": _framed(events), "more_body": True})
-        return await _end_with_error(send, exchange, error)
+        return await end_with_error(send, exchange, error, events)
     events = events if done else state.done(events)
     await send({"type": "http.response.body", "body": _framed(events), "more_body": False})
     exchange.ended = time.perf_counter()
@@ -252,7 +246,15 @@ def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider)
     return state.observe(chunk, event)
 
 
-async def _end_with_error(send: Send, exchange: Exchange, error: GatewayError) -> None:
+async def _start(send: Send, headers: Headers, exchange: Exchange) -> None:
+    exchange.status = 200
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+
+
+async def end_with_error(send: Send, exchange: Exchange, error: GatewayError,
+                         events: list[bytes] | None = None) -> None:
+    """End a started stream: the events still owed, then ``data: {"error": ...}``, in one write."""
     exchange.error_code = error.code
-    await send({"type": "http.response.body", "body": frame(error.body()), "more_body": False})
+    body = (_framed(events) if events else b"") + frame(error.body())
+    await send({"type": "http.response.body", "body": body, "more_body": False})
     exchange.ended = time.perf_counter()
