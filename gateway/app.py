@@ -22,7 +22,7 @@ from . import config as config_file
 from .accesslog import AccessLog
 from .auth import ClientAuth
 from .config import Config, ConfigError
-from .errors import GatewayError, InvalidRequest, ModelNotFound
+from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
 from .handler import ChatCompletions, new_id
 from .health import Health
@@ -188,7 +188,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
         if model_id not in gateway.router.config.models:
-            raise ModelNotFound(f"model {model_id!r} does not exist", param="model")
+            raise ModelNotFound(f"model {quoted(model_id)} does not exist", param="model")
         return model_card(model_id)
 
     @app.get("/healthz")

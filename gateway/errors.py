@@ -169,3 +169,17 @@ def _codes() -> dict[str, int]:
 CODES = _codes()
 _UPSTREAM: list[type[UpstreamError]] = [UpstreamError, *UpstreamError.__subclasses__()]
 UPSTREAM_CODES = tuple(sorted({cls.code for cls in _UPSTREAM if cls.code}))
+
+
+def bounded(text: str, limit: int = 256) -> str:
+    """A client's string as it may appear in an error, a log line or a metric: at most ``limit``
+    characters, then an ellipsis and the full length (issue 11, point 7: a 9 MiB ``model`` came
+    back whole in the 404 and wrote a 9 MB log line)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def quoted(value: object, limit: int = 256) -> str:
+    """``repr(value)``, bounded: how an error message quotes what the client sent."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    return bounded(repr(value), limit)

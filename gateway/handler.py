@@ -87,17 +87,20 @@ class ChatCompletions:
         except ClientLeft:
             exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         except asyncio.CancelledError:
-            if not watcher.disconnected:  # shut down past its grace period: say so rather than cut off
-                if exchange.ended is None:  # else the client has every byte: a success, only its drain cut
-                    exchange.error_code = SHUTDOWN
-                    exchange.status = exchange.status or _SHUTTING_DOWN.status
-                    if exchange.responded and exchange.stream:
-                        with contextlib.suppress(Exception):
-                            await end_with_error(send, exchange, _SHUTTING_DOWN)
-                raise
+            # Either the client went away (the upstream request was cancelled with it), or the server
+            # is shutting down past its grace: the client is told, and the access log line is the
+            # one line about it (issue 11, point 9: not a traceback per request from the server).
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            # the client went away; the upstream request was cancelled with it
-            exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
+            if watcher.disconnected:
+                exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
+            elif exchange.ended is None:  # else the client has every byte: a success, only its drain cut
+                exchange.error_code = SHUTDOWN
+                with contextlib.suppress(Exception):
+                    if not exchange.responded:
+                        exchange.status = _SHUTTING_DOWN.status
+                        await send_error(send, _SHUTTING_DOWN, [id_header])
+                    elif exchange.stream:
+                        await end_with_error(send, exchange, _SHUTTING_DOWN)
         except Exception as exc:  # a bug of ours: one line, no stack trace, no request content
             self._observer.failed(exchange, exc)
             exchange.error_code = "internal_error"
@@ -270,7 +273,8 @@ class ClientLeft(Exception):
     """The client went away before its request was in hand: nobody to answer."""
 
 
-_SHUTTING_DOWN = UpstreamUnavailable("the gateway is shutting down; this stream was cut off", code=SHUTDOWN)
+_SHUTTING_DOWN = UpstreamUnavailable("the gateway is shutting down; this request was cut off", code=SHUTDOWN)
+_SHUTTING_DOWN.status = 503  # the gateway's own state, not an upstream's failure: try again
 
 # A client's request id is sent upstream and logged: printable, bounded, or replaced by our own.
 _SAFE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")

@@ -181,8 +181,9 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
         clock.sending()
         try:
             events, done, error = state.relay(splitter.feed(chunk), provider)
-        except EventTooLarge as exc:
-            events, done, error = [], True, UpstreamUnavailable(f"{provider.name}: {exc}")
+        except EventTooLarge as exc:  # the events ahead of it in this read still go out (issue 11, point 8)
+            events, _, error = state.relay(exc.before, provider)
+            done, error = True, error or UpstreamUnavailable(f"{provider.name}: {exc}")
         if not exchange.responded:
             if error is not None:
                 raise error

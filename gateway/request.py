@@ -6,11 +6,19 @@ fails here is wrong for every upstream, so it is a plain 400 (``invalid_request`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, bounded
+
+#: Deepest nesting a body may have (the top-level object is level 1). orjson parses 1,024 levels but
+#: writes only 254 (issue 11, point 5); 64 is far beyond any real body (a tool's JSON Schema nests a
+#: few levels per property) and well under what the upstreams' own parsers take.
+MAX_DEPTH = 64
+#: Integers orjson keeps exact; past them it reads a float and the upstream would get another number.
+_INT_RANGE = range(-(2**63), 2**64)
 
 _NUMBERS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty")
 _INTEGERS = ("max_tokens", "max_completion_tokens", "n")
@@ -29,9 +37,52 @@ def load(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    if _shape(body):  # a float as large as 2**63 may have been an integer literal orjson could not keep
+        _check_integers(raw)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("model is required and must be a string", param="model")
     return body
+
+
+def _shape(body: dict[str, Any]) -> bool:
+    """Raises when the body nests deeper than MAX_DEPTH; True when it holds a float of 2**63 or more
+    (one walk over the parsed body: a few microseconds for a chat body, less than parsing it)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    huge = False
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"the body nests deeper than the {MAX_DEPTH} levels allowed")
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is dict or kind is list:
+                stack.append((item, depth + 1))
+            elif kind is float and not -_HUGE < item < _HUGE:
+                huge = True
+    return huge
+
+
+_HUGE = float(2**63)
+
+
+def _check_integers(raw: bytes) -> None:
+    """A 400 naming the first integer that would reach the upstream as a different number. (The
+    standard library's parser keeps integers whole; the body is known to be valid and shallow.)"""
+    try:
+        exact = json.loads(raw)
+    except ValueError:  # more digits than Python converts (4,300)
+        raise InvalidRequest("the body has an integer with more digits than allowed") from None
+    stack: list[tuple[Any, str]] = [(exact, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT_RANGE:
+            param = bounded(path)
+            raise InvalidRequest(f"{param} is an integer outside the 64-bit range, which cannot be sent exactly",
+                                 param=param)
 
 
 def check(body: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config, Route
-from .errors import ModelNotFound, NoRouteAvailable, Unsupported
+from .errors import ModelNotFound, NoRouteAvailable, Unsupported, quoted
 from .thinking import Intent
 from .validate import Rejection, check
 
@@ -24,7 +24,7 @@ class Router:
         """The enabled routes for ``alias``, in the config's order."""
         routes = self._enabled.get(alias)
         if routes is None:
-            raise ModelNotFound(f"model {alias!r} does not exist; available: {', '.join(self.config.models)}",
+            raise ModelNotFound(f"model {quoted(alias)} does not exist; available: {', '.join(self.config.models)}",
                                 param="model")
         if not routes:
             variables = sorted({r.provider.key_variable for r in self.config.models[alias] if r.provider.key_variable})

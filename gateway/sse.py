@@ -7,11 +7,15 @@ of their own and are forwarded as they are.
 
 from __future__ import annotations
 
+import itertools
+
 DONE = b"[DONE]"
 
 
 class EventTooLarge(Exception):
-    pass
+    def __init__(self, message: str, before: list[bytes]) -> None:
+        super().__init__(message)
+        self.before = before  # the complete events ahead of the oversized one, still owed to the client
 
 
 class EventSplitter:
@@ -29,7 +33,8 @@ class EventSplitter:
         events = buffer.split(b"\n\n")
         self._buffer = events.pop()
         if len(self._buffer) > self._max or any(len(e) > self._max for e in events):
-            raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
+            before = [e for e in itertools.takewhile(lambda e: len(e) <= self._max, events) if e]
+            raise EventTooLarge(f"an upstream event is larger than {self._max} bytes", before)
         return [e for e in events if e]
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import quoted
 from .profiles import Limits, Profile
 from .thinking import Intent
 
@@ -80,7 +81,7 @@ def _messages(body: dict[str, Any], profile: Profile) -> Rejection | None:
         user_turn = user_turn or role not in ("system", "assistant")
         if limits.roles is not None and role not in limits.roles:
             return Rejection(f"messages[{i}].role",
-                             f"role {role!r} is not one of {', '.join(sorted(limits.roles))}", "roles")
+                             f"role {quoted(role)} is not one of {', '.join(sorted(limits.roles))}", "roles")
         if role == "tool" and limits.tool_message_needs_id and not message.get("tool_call_id"):
             return Rejection(f"messages[{i}].tool_call_id", "a tool message needs a tool_call_id",
                              "tool_message_needs_id")
@@ -91,7 +92,7 @@ def _messages(body: dict[str, Any], profile: Profile) -> Rejection | None:
                 if allowed is not None and part["type"] not in allowed:
                     limit = "content_string_only" if limits.content_string_only else "content_parts"
                     return Rejection(f"messages[{i}].content",
-                                     f"content part {part['type']!r} is not accepted "
+                                     f"content part {quoted(part['type'])} is not accepted "
                                      f"(accepted: {', '.join(sorted(allowed))})", limit)
     if limits.needs_user_turn and not user_turn:
         return Rejection("messages", "messages need at least one message that is not system or assistant",
@@ -107,13 +108,13 @@ def _tools(body: dict[str, Any], limits: Limits) -> Rejection | None:
         if limits.tool_types is not None:
             for i, tool in enumerate(tools):
                 if tool.get("type") not in limits.tool_types:
-                    return Rejection(f"tools[{i}].type", f"tool type {tool.get('type')!r} is not one of "
+                    return Rejection(f"tools[{i}].type", f"tool type {quoted(tool.get('type'))} is not one of "
                                      f"{', '.join(sorted(limits.tool_types))}", "tool_types")
     choice = body.get("tool_choice")
     if choice is not None and limits.tool_choice is not None and (
             not isinstance(choice, str) or choice not in limits.tool_choice):
         shown = choice if isinstance(choice, str) else "an object"
-        return Rejection("tool_choice", f"tool_choice {shown!r} is not one of "
+        return Rejection("tool_choice", f"tool_choice {quoted(shown)} is not one of "
                          f"{', '.join(sorted(limits.tool_choice))}", "tool_choice")
     return None
 

@@ -37,6 +37,7 @@ SSE, JSON = b"text/event-stream", b"application/json"
 CHUNK = b'data: {"id":"o","object":"chat.completion.chunk","created":1,"model":"m","choices":[%s]}\n\n'
 HI = CHUNK % b'{"index":0,"delta":{"content":"hi"},"finish_reason":null}'
 STOP = CHUNK % b'{"index":0,"delta":{},"finish_reason":"stop"}'
+THERE = CHUNK % b'{"index":0,"delta":{"content":" there"},"finish_reason":null}'
 SCRIPTS = {  # upstream model -> (status, content type, body)
     "odd-chunks": (200, SSE, HI + CHUNK % b"null" + CHUNK % b'{"index":0,"delta":"oops"}'
                    + b'data: {"choices":[],"usage":"lots"}\n\n' + STOP + b"data: [DONE]\n\n"),
@@ -47,6 +48,9 @@ SCRIPTS = {  # upstream model -> (status, content type, body)
     "no-done": (200, SSE, HI + STOP),
     "done-one-newline": (200, SSE, HI + STOP + b"data: [DONE]\n"),
     "cut-short": (200, SSE, HI),
+    # once the stream has started, what arrives in one read with a broken event still goes out first
+    "broken-after-deltas": (200, SSE, (HI, THERE + b": keep-alive\n\n" + b"data: \xff\xfe{\"choices\n\n" + STOP)),
+    "huge-after-deltas": (200, SSE, (HI, THERE + b": keep-alive\n\ndata: " + b"x" * (1024 * 1024 + 1) + b"\n\n")),
     "not-found": (404, b"text/html", b"<html>Not Found</html>"),
 }
 
@@ -212,6 +216,14 @@ def test_an_oversized_event_ends_the_stream_with_an_error(http: httpx.Client) ->
     events = events_of(http, "glm-huge")
     assert events[0].startswith(b'data: {"choices"')
     assert b"larger than 1048576 bytes" in events[-1]
+
+
+@pytest.mark.parametrize("model, words", [("broken-after-deltas", b"not JSON"), ("huge-after-deltas", b"larger than")])
+def test_events_in_the_same_read_as_a_broken_one_reach_the_client_first(http: httpx.Client, model: str,
+                                                                        words: bytes) -> None:
+    *events, error = events_of(http, f"glm-{model}")
+    assert events == [HI.strip(), THERE.strip(), b": keep-alive"]
+    assert error.startswith(b'data: {"error"') and words in error
 
 
 def test_values_an_upstream_invents_come_back_unchanged(http: httpx.Client) -> None:

@@ -3,12 +3,14 @@ nothing reaches the upstream; a route that cannot take a request is skipped for 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from gateway.request import MAX_DEPTH
 from tests.conftest import Simulator
 
 USER = {"role": "user", "content": "hi"}
@@ -148,3 +150,53 @@ def test_a_body_that_is_not_a_json_object_is_a_400(http: httpx.Client, raw: byte
     response = http.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def nested(depth: int, inner: bytes = b"1") -> bytes:
+    """A JSON value ``depth`` levels deep, objects and arrays in turn."""
+    opening, closing = [], []
+    for level in range(depth):
+        opening.append(b'{"k":' if level % 2 else b"[")
+        closing.append(b"}" if level % 2 else b"]")
+    return b"".join(opening) + inner + b"".join(reversed(closing))
+
+
+def body_with(field: bytes, value: bytes) -> bytes:
+    return b'{"model":"glm-toapis","messages":[{"role":"user","content":"hi"}],"' + field + b'":' + value + b"}"
+
+
+# the body itself is level 1: a value under a top-level field has depth - 1 levels to itself
+@pytest.mark.parametrize("depth", [2, 10, 63, 64, 65, 100, 253, 254, 255, 256, 1000, 1023, 1024, 1025, 5000])
+def test_no_nesting_depth_is_a_500_and_past_the_limit_it_is_a_400_naming_it(http: httpx.Client, sim: Simulator,
+                                                                           depth: int) -> None:
+    for field in (b"metadata", b"response_format"):
+        response = http.post("/v1/chat/completions", content=body_with(field, nested(depth - 1)),
+                             headers={"content-type": "application/json"})
+        if depth <= MAX_DEPTH:
+            assert "levels allowed" not in response.text
+            assert response.status_code != 500, response.text
+        else:
+            assert response.status_code == 400, (depth, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "invalid_request" and f"{MAX_DEPTH} levels" in error["message"] or (
+                depth > 1024 and "not valid JSON" in error["message"]), error
+    assert len(sim.requests()) == (2 if depth <= MAX_DEPTH else 0)
+
+
+@pytest.mark.parametrize("number, exact", [
+    (b"18446744073709551615", True), (b"-9223372036854775808", True),  # the edges of 64 bits
+    (b"18446744073709551616", False), (b"-9223372036854775809", False), (b"1" + b"0" * 30, False),
+    (b"1" * 5000, False), (b"1e400", False), (b"-1e400", False), (b"1.5e300", True), (b"1e-400", True),
+    (b"0." + b"1" * 5000, True),
+])
+@pytest.mark.parametrize("where", [b"metadata", b"seed", b"max_tokens"])
+def test_no_number_is_a_500_and_none_reaches_the_upstream_changed(http: httpx.Client, sim: Simulator,
+                                                                  number: bytes, exact: bool, where: bytes) -> None:
+    value = b'{"n":' + number + b"}" if where == b"metadata" else number
+    response = http.post("/v1/chat/completions", content=body_with(where, value),
+                         headers={"content-type": "application/json"})
+    assert response.status_code < 500, response.text
+    if not exact:
+        assert response.status_code == 400 and sim.requests() == [], response.text
+    for seen in sim.requests():  # whatever reached the upstream is the number the client sent
+        assert seen["body"][where.decode()] == json.loads(value)

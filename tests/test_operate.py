@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -208,20 +209,46 @@ def test_admin_reload_needs_the_admin_key_and_in_flight_requests_finish(config: 
             assert chat(url, "glm-renamed").status_code == 200
 
 
-def test_a_stream_past_the_shutdown_grace_ends_with_an_error_event(config: Path, sim: Simulator) -> None:
-    sim.control(chunk_delay_ms=200, words=50)
-    with gateway_process(config, GATEWAY_SHUTDOWN_GRACE="1") as served:
-        with httpx.stream("POST", f"{served.url}/v1/chat/completions", timeout=20,
-                          json={"model": "glm-toapis", "messages": [USER], "stream": True}) as response:
+def test_requests_past_the_shutdown_grace_are_told_and_logged_in_one_line_each(config: Path,
+                                                                              sim: Simulator) -> None:
+    sim.control(provider="toapis", chunk_delay_ms=200, words=50)
+    sim.control(provider="token360", ttfb_ms=10_000)
+    with gateway_process(config, GATEWAY_SHUTDOWN_GRACE="1") as served, httpx.Client(timeout=20) as http:
+        with ThreadPoolExecutor(1) as pool, \
+                http.stream("POST", f"{served.url}/v1/chat/completions",
+                            json={"model": "glm-toapis", "messages": [USER], "stream": True}) as response:
             chunks = response.iter_raw()
             received = next(chunks)
+            waiting = pool.submit(chat, served.url, "glm-token360")
+            wait_until(lambda: sim.requests("token360"), what="the JSON request upstream")
             served.process.send_signal(signal.SIGTERM)
             with contextlib.suppress(httpx.RemoteProtocolError):
                 for chunk in chunks:
                     received += chunk
+            cut = waiting.result()
+        served.process.wait(timeout=15)
     assert received.rstrip().endswith(b'"code":"shutdown"}}'), received[-300:]
+    assert cut.status_code == 503 and cut.json()["error"]["code"] == "shutdown", "".join(served.lines)
+    logged = [(r["model"], r["status"], r["error"]) for r in served.logged("request")]
+    assert sorted(logged) == [("glm-toapis", 200, "shutdown"), ("glm-token360", 503, "shutdown")]
+    output = "".join(served.lines)
+    assert "Traceback" not in output and "Exception in ASGI" not in output, output
 
 
 def test_admin_endpoints_are_off_without_an_admin_key(config: Path) -> None:
     with start_gateway(config) as url:
         assert httpx.post(f"{url}/admin/reload").status_code == 401
+
+
+def test_client_strings_in_errors_and_log_lines_are_bounded(config: Path) -> None:
+    huge = "m" * (9 * 1024 * 1024)
+    with gateway_process(config) as served, httpx.Client(base_url=served.url, timeout=20) as http:
+        unknown = http.post("/v1/chat/completions", json={"model": huge, "messages": [USER]})
+        odd_role = http.post("/v1/chat/completions",
+                             json={"model": "glm-maxtoken", "messages": [{"role": "r" * 100_000, "content": "hi"}]})
+        wait_until(lambda: len(served.logged("request")) == 2, what="two request lines", log=served.lines)
+    assert unknown.status_code == 404 and len(unknown.content) < 1000, unknown.content[:300]
+    assert f"({len(huge)} characters)" in unknown.json()["error"]["message"]
+    assert odd_role.status_code == 400 and len(odd_role.content) < 1000, odd_role.content[:300]
+    assert max(len(line) for line in served.lines) < 1000
+    assert served.logged("request")[0]["model"].endswith(f"… ({len(huge)} characters)")

@@ -180,11 +180,12 @@ class UsageHonouring:
 
 class Scripted:
     """Answers each upstream model name with its script: (status, content type, body). The key it
-    is sent is in ``KEY`` so that scripts can quote it back."""
+    is sent is in ``KEY`` so that scripts can quote it back. A body given as a tuple is written part
+    by part, 50 ms apart (the gateway reads each part on its own)."""
 
     KEY = "sk-scripted-upstream-key"
 
-    def __init__(self, scripts: dict[str, tuple[int, bytes, bytes]]) -> None:
+    def __init__(self, scripts: dict[str, tuple[int, bytes, bytes | tuple[bytes, ...]]]) -> None:
         self.scripts = scripts
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -192,4 +193,8 @@ class Scripted:
             return
         status, content_type, body = self.scripts[json.loads(await _body(receive))["model"]]
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
-        await send({"type": "http.response.body", "body": body})
+        *parts, last = body if isinstance(body, tuple) else (body,)
+        for part in parts:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": last})
