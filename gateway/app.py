@@ -187,7 +187,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
-        if model_id not in gateway.router.config.models:
+        if gateway.router.alias(model_id) not in gateway.router.config.models:
             raise ModelNotFound(f"model {quoted(model_id)} does not exist", param="model")
         return model_card(model_id)
 

@@ -120,10 +120,10 @@ class ChatCompletions:
 
     async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
         body = request_body.load(raw)
-        exchange.alias, exchange.stream = body["model"], request_body.wants_stream(body)
-        request_body.check(body)
         router = self._router()
-        routes = router.candidates(body["model"])
+        exchange.alias, exchange.stream = router.alias(body["model"]), request_body.wants_stream(body)
+        request_body.check(body)
+        routes = router.candidates(exchange.alias)
         intent = read_intent(body)
         eligible = router.eligible(routes, body, intent, exchange.rejections)
         loop = asyncio.get_running_loop()

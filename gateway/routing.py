@@ -1,7 +1,13 @@
-"""Alias -> ordered routes, and which of them can take a given request."""
+"""Alias -> ordered routes, and which of them can take a given request.
+
+An alias may be a glob (``claude-*``: Claude Code asks for names of its own, issue 12): a name
+the client sends is its exact alias when there is one, else the first pattern, in file order, that
+matches it. The alias is what metrics and routes know; the client's name is only echoed back.
+"""
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 from .config import Config, Route
@@ -15,10 +21,18 @@ class Router:
         self.config = config
         self._enabled = {alias: tuple(r for r in routes if r.provider.enabled)
                          for alias, routes in config.models.items()}
+        self._patterns = [alias for alias in config.models if is_pattern(alias)]
 
     @property
     def aliases(self) -> list[str]:
         return list(self.config.models)
+
+    def alias(self, model: str) -> str:
+        """The alias a client's model name is routed by: itself, or the first pattern it matches
+        (itself again when none does: candidates() then answers 404)."""
+        if model in self._enabled or not self._patterns:
+            return model
+        return next((p for p in self._patterns if fnmatchcase(model, p)), model)
 
     def candidates(self, alias: str) -> tuple[Route, ...]:
         """The enabled routes for ``alias``, in the config's order."""
@@ -54,3 +68,7 @@ class Router:
                                for route, r in rejected[1:])
             message += f". Other routes of {body['model']!r} rejected it too: {others}"
         raise Unsupported(message, param=first.param)
+
+
+def is_pattern(alias: str) -> bool:
+    return any(c in alias for c in "*?[")

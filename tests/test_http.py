@@ -68,3 +68,40 @@ def test_an_alias_without_enabled_providers_is_503_naming_the_variable(tmp_path:
         assert response.status_code == 503
         assert "set TEST_UNSET_KEY" in response.json()["error"]["message"]
         assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == "glm"
+
+
+def test_an_alias_may_be_a_glob_exact_names_first_then_patterns_in_file_order(tmp_path: Path,
+                                                                              sim: Simulator) -> None:
+    from tests.conftest import UPSTREAM_KEYS
+    from tests.test_metrics import scrape, value
+
+    path = tmp_path / "gateway.yaml"
+    providers = "".join(f"  {p}:\n    base_url: {sim.url}/{p}/v1\n    api_key: {UPSTREAM_KEYS[p]}\n"
+                        for p in ("toapis", "token360", "maxtoken"))
+    path.write_text(f"providers:\n{providers}models:\n"
+                    "  claude-haiku-fast:\n    - {provider: maxtoken, model: glm-5-turbo}\n"
+                    "  claude-haiku-*:\n    - {provider: token360, model: glm-5.1}\n"
+                    "  claude-*:\n    - {provider: toapis, model: glm-5}\n")
+    with start_gateway(path) as url:
+        def provider_for(model: str) -> str:
+            response = httpx.post(f"{url}/v1/chat/completions",
+                                  json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            assert response.status_code == 200, response.text
+            return response.headers["x-gateway-provider"]
+
+        assert provider_for("claude-haiku-fast") == "maxtoken"
+        assert provider_for("claude-haiku-4-5") == "token360"
+        assert provider_for("claude-sonnet-4-5") == "toapis"
+        assert provider_for("claude-haiku-fast-2") == "token360"
+        unknown = httpx.post(f"{url}/v1/chat/completions",
+                             json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+        assert unknown.status_code == 404
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == [
+            "claude-haiku-fast", "claude-haiku-*", "claude-*"]
+        assert httpx.get(f"{url}/v1/models/claude-opus-4-8").status_code == 200
+        samples = scrape(url)
+        assert value(samples, "gateway_requests_total", model="claude-*", provider="toapis", status="200",
+                     code="ok") == 1
+        assert value(samples, "gateway_requests_total", model="claude-haiku-*", provider="token360",
+                     status="200", code="ok") == 2
+        assert not any("claude-sonnet-4-5" in str(labels) for _, labels in samples)

@@ -210,3 +210,8 @@ def test_a_stream_opens_and_closes_blocks_in_order_with_the_signature_before_thi
     assert orjson.loads(arguments) == {"p": "a"}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
     assert events[-2][1]["usage"]["output_tokens"] == 4 and events[-2][1]["usage"]["input_tokens"] == 9
+
+
+def test_adaptive_thinking_with_an_effort_is_the_effort_as_claude_code_sends_it() -> None:
+    chat = chat_of(thinking={"type": "adaptive"}, output_config={"effort": "high"})
+    assert chat["reasoning_effort"] == "high" and "thinking" not in chat

@@ -243,6 +243,10 @@ def _thinking(body: dict[str, Any], chat: dict[str, Any]) -> None:
             raise InvalidRequest(f"output_config.effort must be one of {', '.join(_EFFORTS)}",
                                  param="output_config.effort")
         chat["reasoning_effort"] = config["effort"]
+        # Claude Code sends adaptive thinking with an effort: the effort says how much, which a
+        # chat upstream can act on; "auto" beside it would be a disagreement of thinking forms
+        if chat.get("thinking") == {"type": "auto"}:
+            del chat["thinking"]
 
 
 def _tools(body: dict[str, Any], out: Translated) -> None:
