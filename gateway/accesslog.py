@@ -69,7 +69,8 @@ class AccessLog:
                          "headers_ms": _ms(attempt.headers)}, urgent=False)
         usage = exchange.usage or {}
         line: dict[str, Any] = {
-            "event": "request", "request_id": exchange.request_id, "model": exchange.alias and bounded(exchange.alias),
+            "event": "request", "request_id": exchange.request_id, "frontdoor": exchange.frontdoor,
+            "model": exchange.alias and bounded(exchange.alias),
             "provider": exchange.provider, "upstream_model": exchange.upstream_model, "stream": exchange.stream,
             "status": exchange.status, "error": exchange.error_code, "attempts": len(exchange.attempts),
             "latency_ms": _ms(exchange.latency()), "ttfb_ms": _ms(exchange.ttfb),

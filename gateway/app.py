@@ -20,11 +20,13 @@ from starlette.routing import Route
 
 from . import config as config_file
 from .accesslog import AccessLog
+from .attempts import RetryBudget
 from .auth import ClientAuth
 from .config import Config, ConfigError
+from .doors import DOORS, door_for
 from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
-from .handler import ChatCompletions, new_id
+from .handler import Handler, new_id
 from .health import Health
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
@@ -91,7 +93,8 @@ class Gateway:
     def refused(self, scope: dict[str, Any], error: GatewayError) -> None:
         """A request the key check turned away: counted like any other (issue 9, point 2) and
         logged, at most a few lines a second (a flood of bad keys must not become one of log lines)."""
-        exchange = Exchange(request_id=new_id(), status=error.status, error_code=error.code)
+        exchange = Exchange(request_id=new_id(), status=error.status, error_code=error.code,
+                            frontdoor=door_for(scope["path"]).name)
         try:
             self.metrics.record(exchange, timed=False)
             if self._refusals.allows():
@@ -120,24 +123,29 @@ class Throttle:
         return self._count <= self.per_second
 
 
-def _error_response(error: GatewayError) -> JSONResponse:
-    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
+def _error_response(error: GatewayError, path: str = "") -> Response:
+    """The error in the shape of the front door ``path`` belongs to (OpenAI's by default)."""
+    return Response(door_for(path).error_body(error, None), status_code=error.status, headers=error.headers,
+                    media_type="application/json")
 
 
-class ChatFirst:
-    """``POST /v1/chat/completions`` straight to its handler, everything else to FastAPI.
+class FrontDoors:
+    """``POST`` to a front door's path (``/v1/chat/completions``, ``/v1/messages``) straight to its
+    handler, everything else to FastAPI.
 
     The hot path skips FastAPI's own stack (error, telemetry, body-limit, exception and exit-stack
     layers, each wrapping ``send``): profiled under load in bench/ at about a sixth of a request's CPU.
     """
 
-    def __init__(self, chat: ChatCompletions, app: FastAPI) -> None:
-        self.chat = chat
+    def __init__(self, handlers: dict[str, Handler], app: FastAPI) -> None:
+        self.handlers = handlers
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
-            return await self.chat(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.handlers.get(scope["path"])
+            if handler is not None:
+                return await handler(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
@@ -171,12 +179,15 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
-    chat = ChatCompletions(lambda: gateway.router, gateway.upstream, gateway.health,
-                           max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
-                           observer=gateway, keep_bodies=settings.log_bodies,
-                           request_deadline=settings.request_deadline)
-    # Listed for FastAPI too (405 for other methods); requests reach it through ChatFirst.
-    app.router.routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
+    budget = RetryBudget()  # one for every door: retries are bounded against all requests in flight
+    handlers = {path: Handler(lambda: gateway.router, gateway.upstream, gateway.health,
+                              max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
+                              observer=gateway, keep_bodies=settings.log_bodies,
+                              request_deadline=settings.request_deadline, door=door, budget=budget)
+                for path, door in DOORS.items()}
+    for path, handler in handlers.items():
+        # Listed for FastAPI too (405 for other methods); requests reach them through FrontDoors.
+        app.router.routes.append(Route(path, handler, methods=["POST"]))
 
     def model_card(alias: str) -> dict[str, Any]:
         return {"id": alias, "object": "model", "created": gateway.loaded_at, "owned_by": "glm-gateway"}
@@ -208,7 +219,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
             return Response(exposition(), media_type=METRICS_CONTENT_TYPE)
 
     @app.post("/admin/reload")
-    async def admin_reload() -> JSONResponse:
+    async def admin_reload() -> Response:
         supervised = bool(os.environ.get(SUPERVISED))
         problem = gateway.reload(count_success=not supervised)
         if problem is not None:
@@ -219,18 +230,18 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         return JSONResponse({"status": "reloaded", "models": gateway.router.aliases})
 
     @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        return _error_response(exc)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return _error_response(exc, request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         error = InvalidRequest(str(exc.detail), code="not_found" if exc.status_code == 404 else "invalid_request")
         error.status = exc.status_code
-        return _error_response(error)
+        return _error_response(error, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(InvalidRequest(str(exc.errors()[0].get("msg", "invalid request"))))
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error_response(InvalidRequest(str(exc.errors()[0].get("msg", "invalid request"))), request.url.path)
 
-    return ClientAuth(ChatFirst(chat, app), client_keys=settings.client_keys, admin_key=settings.admin_key,
+    return ClientAuth(FrontDoors(handlers, app), client_keys=settings.client_keys, admin_key=settings.admin_key,
                       refused=gateway.refused)

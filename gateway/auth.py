@@ -1,7 +1,9 @@
 """Client keys, as a plain ASGI middleware (no BaseHTTPMiddleware on the hot path).
 
-``/v1/*`` needs ``Authorization: Bearer <key>`` when keys are configured; ``/admin/*`` needs the
-admin key; probes and the scraper (``/healthz``, ``/readyz``, ``/metrics``) need nothing.
+``/v1/*`` needs ``Authorization: Bearer <key>`` or ``x-api-key: <key>`` (Anthropic's clients send
+the second) when keys are configured; ``/admin/*`` needs the admin key, as a bearer token; probes
+and the scraper (``/healthz``, ``/readyz``, ``/metrics``) need nothing. A refusal comes in the
+shape of the front door the path belongs to.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .doors import door_for
 from .errors import Unauthorized
 from .responses import send_error
 
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]
-_NO_CLIENT_KEY = Unauthorized("missing or unknown API key: send Authorization: Bearer <key>")
+_NO_CLIENT_KEY = Unauthorized("missing or unknown API key: send Authorization: Bearer <key> or x-api-key: <key>")
 _NO_ADMIN_KEY = Unauthorized("the admin endpoints need the admin key (GATEWAY_ADMIN_KEY)")
 
 ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
@@ -26,6 +29,13 @@ def _bearer(scope: dict[str, Any]) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" else None
     return None
+
+
+def _client_key(scope: dict[str, Any]) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"x-api-key":
+            return value.decode("latin-1").strip()
+    return _bearer(scope)
 
 
 def _matches(token: str | None, keys: frozenset[str]) -> bool:
@@ -45,9 +55,10 @@ class ClientAuth:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/v1/") and self.client_keys and not _matches(_bearer(scope), self.client_keys):
+            if path.startswith("/v1/") and self.client_keys and not _matches(_client_key(scope), self.client_keys):
                 self.refused(scope, _NO_CLIENT_KEY)
-                return await send_error(send, _NO_CLIENT_KEY, _CHALLENGE)
+                body = door_for(path).error_body(_NO_CLIENT_KEY, None)
+                return await send_error(send, _NO_CLIENT_KEY, _CHALLENGE, body)
             if path.startswith("/admin/") and not _matches(_bearer(scope), self.admin_keys):
                 return await send_error(send, _NO_ADMIN_KEY, _CHALLENGE)
         await self.app(scope, receive, send)

@@ -30,6 +30,7 @@ class Attempt:
 @dataclass(slots=True)
 class Exchange:
     request_id: str
+    frontdoor: str = "chat"  # the API the client spoke (gateway.doors)
     started: float = field(default_factory=time.perf_counter)
     alias: str | None = None
     provider: str | None = None

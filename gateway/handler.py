@@ -1,6 +1,8 @@
-"""One chat completion: route -> validate -> rewrite -> send -> relay.
+"""One request: read -> route -> validate -> rewrite -> send -> relay.
 
-A plain ASGI endpoint (no framework request object on the hot path). A route whose documented
+A plain ASGI endpoint (no framework request object on the hot path), one per front door: the door
+turns its request into a chat body and the chat answer into its own (:mod:`gateway.doors`); the
+steps between are the same for every door. A route whose documented
 limits the request breaks is skipped; nothing is sent upstream for a request no route can take.
 The others are tried in the order :mod:`gateway.attempts` gives (config order or weights, ejected
 providers last): a failure before anything reached the client is retried on the same route when a
@@ -21,10 +23,12 @@ from typing import Any, Protocol
 from . import request as request_body
 from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
+from .doors import CHAT, Door, Events, Request
 from .errors import (
     CLIENT_CLOSED,
     CLIENT_CLOSED_STATUS,
     SHUTDOWN,
+    ClientError,
     GatewayError,
     InternalError,
     PayloadTooLarge,
@@ -38,7 +42,7 @@ from .relay import Headers, end_with_error, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
 from .routing import Router
-from .thinking import Intent, read_intent
+from .thinking import NO_INTENT, read_intent
 from .upstream import Upstream, passed_back
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -55,14 +59,38 @@ class Observer(Protocol):
     def failed(self, exchange: Exchange, error: Exception) -> None: ...
 
 
-class ChatCompletions:
+class Call:
+    """One request on its way through the steps: what each of them needs, passed as one."""
+
+    __slots__ = ("send", "exchange", "door", "id_headers", "request", "intent", "encoder")
+
+    def __init__(self, send: Send, exchange: Exchange, door: Door) -> None:
+        self.send, self.exchange, self.door = send, exchange, door
+        self.id_headers = door.id_headers(exchange.request_id)
+        self.request: Request | None = None  # the client's request in chat terms, once read
+        self.intent = NO_INTENT
+        self.encoder: Events | None = None  # the door's event stream for the attempt that answers
+
+    async def error(self, error: GatewayError) -> None:
+        """An error answer, in the door's shape."""
+        await send_error(self.send, error, self.id_headers, self.door.error_body(error, self.exchange.request_id))
+
+    async def end_stream(self, error: GatewayError) -> None:
+        """A started stream's last event: the error, in the door's shape."""
+        await end_with_error(self.send, self.exchange, error, encoder=self.encoder)
+
+
+class Handler:
+    """The pipeline behind one front door (``door``); the doors share the retry budget."""
+
     def __init__(self, router: Callable[[], Router], upstream: Upstream, health: Health, *, max_body_bytes: int,
                  max_event_bytes: int, observer: Observer, keep_bodies: bool = False,
-                 request_deadline: float = 900.0) -> None:
+                 request_deadline: float = 900.0, door: Door = CHAT, budget: RetryBudget | None = None) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
         self._health = health
-        self._budget = RetryBudget()
+        self._door = door
+        self._budget = budget or RetryBudget()
         self._deadline = request_deadline
         self._max_body = max_body_bytes
         self._max_event = max_event_bytes
@@ -71,8 +99,8 @@ class ChatCompletions:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request_id, length = _headers(scope)
-        exchange = Exchange(request_id=request_id or new_id())
-        id_header = (b"x-request-id", exchange.request_id.encode())
+        exchange = Exchange(request_id=request_id or new_id(), frontdoor=self._door.name)
+        call = Call(send, exchange, self._door)
         watcher = _DisconnectWatcher(receive, exchange)
         self._observer.started()
         self._budget.requests += 1
@@ -80,10 +108,10 @@ class ChatCompletions:
             raw = await _read_body(receive, length, self._max_body)
             exchange.received = time.perf_counter()
             watcher.arm()
-            await self._handle(raw, send, exchange, id_header)
+            await self._handle(raw, call)
         except GatewayError as exc:
             exchange.status, exchange.error_code = exc.status, exc.code
-            await send_error(send, exc, [id_header])
+            await call.error(exc)
         except ClientLeft:
             exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         except asyncio.CancelledError:
@@ -98,16 +126,16 @@ class ChatCompletions:
                 with contextlib.suppress(Exception):
                     if not exchange.responded:
                         exchange.status = _SHUTTING_DOWN.status
-                        await send_error(send, _SHUTTING_DOWN, [id_header])
+                        await call.error(_SHUTTING_DOWN)
                     elif exchange.stream:
-                        await end_with_error(send, exchange, _SHUTTING_DOWN)
+                        await call.end_stream(_SHUTTING_DOWN)
         except Exception as exc:  # a bug of ours: one line, no stack trace, no request content
             self._observer.failed(exchange, exc)
             exchange.error_code = "internal_error"
             if not exchange.responded:
                 exchange.status = 500
-                await send_error(send, InternalError(f"internal error ({type(exc).__name__}); request id "
-                                                     f"{exchange.request_id}"), [id_header])
+                await call.error(InternalError(f"internal error ({type(exc).__name__}); request id "
+                                               f"{exchange.request_id}"))
         finally:
             self._budget.requests -= 1
             watcher.stop()
@@ -118,14 +146,19 @@ class ChatCompletions:
             except Exception as exc:  # the answer is out; a bug in recording it must not reach the client
                 self._observer.failed(exchange, exc)
 
-    async def _handle(self, raw: bytes, send: Send, exchange: Exchange, id_header: tuple[bytes, bytes]) -> None:
-        body = request_body.load(raw)
+    async def _handle(self, raw: bytes, call: Call) -> None:
+        exchange = call.exchange
+        request = call.request = self._door.parse(raw)
+        body = request.chat
         router = self._router()
-        exchange.alias, exchange.stream = router.alias(body["model"]), request_body.wants_stream(body)
-        request_body.check(body)
-        routes = router.candidates(exchange.alias)
-        intent = read_intent(body)
-        eligible = router.eligible(routes, body, intent, exchange.rejections)
+        exchange.alias, exchange.stream = router.alias(request.model), request_body.wants_stream(body)
+        try:
+            request_body.check(body)
+            routes = router.candidates(exchange.alias)
+            call.intent = read_intent(body)
+            eligible = router.eligible(routes, body, call.intent, exchange.rejections, request.client_param)
+        except ClientError as exc:
+            raise _as_sent(exc, request) from None
         loop = asyncio.get_running_loop()
         request_end = loop.time() + self._deadline
         failures: list[UpstreamError] = []
@@ -135,7 +168,7 @@ class ChatCompletions:
             while loop.time() < provider_end:
                 tries += 1
                 try:
-                    await self._try(route, body, intent, send, exchange, id_header, tries, provider_end, request_end)
+                    await self._try(route, call, tries, provider_end, request_end)
                     return
                 except UpstreamError as exc:
                     if exchange.responded or not exc.retryable:
@@ -152,16 +185,16 @@ class ChatCompletions:
         exchange.provider = error.headers.get("x-gateway-provider", exchange.provider)
         raise error
 
-    async def _try(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
-                   id_header: tuple[bytes, bytes], tries: int, provider_end: float, request_end: float) -> None:
+    async def _try(self, route: Route, call: Call, tries: int, provider_end: float, request_end: float) -> None:
         """One attempt, recorded; a retry holds a place in the retry budget while it runs."""
+        exchange = call.exchange
         attempt = Attempt(route.provider.name, retry=tries > 1)
         exchange.attempts.append(attempt)
         budget = self._budget
         if tries > 1:
             budget.retries += 1
         try:
-            await self._attempt(route, body, intent, send, exchange, attempt, id_header, provider_end, request_end)
+            await self._attempt(route, call, attempt, provider_end, request_end)
         except UpstreamError as exc:
             attempt.outcome = exc.code or "upstream_error"
             exc.headers.setdefault("x-gateway-provider", route.provider.name)
@@ -177,14 +210,16 @@ class ChatCompletions:
             if attempt.outcome:
                 self._health.record(attempt.provider, attempt.outcome)
 
-    async def _attempt(self, route: Route, body: dict[str, Any], intent: Intent, send: Send, exchange: Exchange,
-                       attempt: Attempt, id_header: tuple[bytes, bytes], provider_end: float,
+    async def _attempt(self, route: Route, call: Call, attempt: Attempt, provider_end: float,
                        request_end: float) -> None:
         """One route: rewrite -> send -> relay, under the attempt's deadlines. An UpstreamError
         before the response starts lets the caller try again or try the next route."""
+        exchange, request, door = call.exchange, call.request, self._door
+        assert request is not None
         provider, profile, stream = route.provider, route.provider.profile, exchange.stream
         exchange.provider, exchange.upstream_model = provider.name, route.model
-        upstream_body, exchange.dropped = rewrite(body, intent, profile, route.model, stream)
+        upstream_body, dropped = rewrite(request.chat, call.intent, profile, route.model, stream)
+        exchange.dropped = [*request.dropped, *dropped] if request.dropped else dropped
         if self._keep_bodies:
             exchange.body = upstream_body
         attempt.started = time.perf_counter()
@@ -192,18 +227,21 @@ class ChatCompletions:
         try:
             async with self._upstream.post(provider, upstream_body, stream=stream, request_id=exchange.request_id,
                                            attempt=attempt, clock=clock) as response:
-                headers: Headers = [id_header, (b"x-gateway-provider", provider.name.encode()),
+                headers: Headers = [*call.id_headers, (b"x-gateway-provider", provider.name.encode()),
                                     (b"x-gateway-attempts", str(len(exchange.attempts)).encode())]
                 if exchange.dropped:
                     headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
                 headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
                 if stream:
-                    wants_usage = request_body.wants_usage(body)
-                    await relay_sse(response, send, headers, provider, exchange, clock, include_usage=wants_usage,
-                                    strip_usage=profile.stream_options and not wants_usage,
-                                    max_event_bytes=self._max_event)
+                    wants_usage = request_body.wants_usage(request.chat)
+                    call.encoder = door.events(request, exchange.request_id)
+                    await relay_sse(response, call.send, headers, provider, exchange, clock,
+                                    include_usage=wants_usage, strip_usage=profile.stream_options and not wants_usage,
+                                    max_event_bytes=self._max_event, encoder=call.encoder,
+                                    ping_after=door.ping_after, ping=door.ping)
                 else:
-                    await relay_json(response, send, headers, provider, exchange, clock)
+                    await relay_json(response, call.send, headers, provider, exchange, clock,
+                                     None if door is CHAT else _translator(door, request, exchange.request_id))
         except asyncio.CancelledError:
             if clock.fired is None:
                 raise  # the client left, or the server is shutting down
@@ -215,9 +253,23 @@ class ChatCompletions:
             exchange.error_code = error.code  # mid-stream: the client's stream ends with the error
             if stream and exchange.ended is None:
                 with contextlib.suppress(Exception):
-                    await end_with_error(send, exchange, error)
+                    await call.end_stream(error)
         finally:
             clock.stop()
+
+
+def _translator(door: Door, request: Request, request_id: str) -> Callable[[dict[str, Any], bytes], bytes]:
+    return lambda answer, body: door.answer(answer, body, request, request_id)
+
+
+def _as_sent(error: ClientError, request: Request) -> ClientError:
+    """A client error about the chat body, naming the field as the client sent it."""
+    param = request.client_param(error.param)
+    if param is not None and error.param is not None and param != error.param:
+        if error.message.startswith(error.param):
+            error.message = param + error.message[len(error.param):]
+        error.param = param
+    return error
 
 
 class _DisconnectWatcher:

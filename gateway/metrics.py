@@ -31,6 +31,7 @@ from prometheus_client import (
 )
 
 from . import __version__
+from .doors import DOORS
 from .errors import CLIENT_CLOSED, CODES, SHUTDOWN, UPSTREAM_CODES
 from .exchange import GAP_BOUNDS, Exchange
 from .processes import WorkerProcesses
@@ -42,11 +43,12 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30,
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 _INDEX = re.compile(r"\[\d+\]")
 TOKEN_KINDS = ("prompt", "completion", "reasoning", "cached")
+FRONTDOORS = tuple(door.name for door in DOORS.values())
 #: what an attempt can end as: "ok" or the code of the error that ended it
 OUTCOMES = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, SHUTDOWN, "internal_error")
 
-REQUESTS = Counter("gateway_requests", "Requests by HTTP status and outcome code (ok, or the gateway's error code)",
-                   ["model", "provider", "status", "code"])
+REQUESTS = Counter("gateway_requests", "Requests by HTTP status and outcome code (ok, or the gateway's error code), "
+                   "and the front door (API) the client spoke", ["model", "provider", "status", "code", "frontdoor"])
 DURATION = Histogram("gateway_request_duration_seconds", "Whole request, from its first byte to the last byte "
                      "sent to the client", ["model", "provider", "stream"], buckets=_LATENCY)
 TTFB = Histogram("gateway_upstream_ttfb_seconds", "Per attempt: from sending the request upstream to the "
@@ -144,19 +146,22 @@ class Metrics:
                 self.attempts(name, outcome)
         for phase in ("request", "response"):
             self.overhead(phase)
-        for code in _UNKNOWN_MODEL:
-            self.requests("unknown", "none", str(CODES[code]), code)
+        for door in FRONTDOORS:
+            for code in _UNKNOWN_MODEL:
+                self.requests("unknown", "none", str(CODES[code]), code, door)
         self.duration("unknown", "none", "false")
         for alias, names in routes.items():
-            for code in _BEFORE_ANY_PROVIDER:
-                self.requests(alias, "none", str(CODES[code]), code)
+            for door in FRONTDOORS:
+                for code in _BEFORE_ANY_PROVIDER:
+                    self.requests(alias, "none", str(CODES[code]), code, door)
+                for name in names:
+                    for code in _ON_A_PROVIDER:
+                        self.requests(alias, name, "200" if code == "ok" else str(CODES[code]), code, door)
+                    for code in _MID_STREAM:
+                        self.requests(alias, name, "200", code, door)
             for stream in ("true", "false"):
                 self.duration(alias, "none", stream)
             for name in names:
-                for code in _ON_A_PROVIDER:
-                    self.requests(alias, name, "200" if code == "ok" else str(CODES[code]), code)
-                for code in _MID_STREAM:
-                    self.requests(alias, name, "200", code)
                 for stream in ("true", "false"):
                     self.duration(alias, name, stream)
                 for kind in ("reasoning", "content"):
@@ -186,7 +191,7 @@ class Metrics:
         model = exchange.alias if exchange.alias in self.aliases else "unknown"
         provider = exchange.provider or "none"
         code = exchange.code if exchange.code in CODES or exchange.code == "ok" else "internal_error"
-        self.requests(model, provider, str(exchange.status), code).inc()
+        self.requests(model, provider, str(exchange.status), code, exchange.frontdoor).inc()
         if timed:
             self.duration(model, provider, "true" if exchange.stream else "false").observe(exchange.latency())
         for attempt in exchange.attempts:

@@ -18,6 +18,7 @@ import orjson
 
 from .attempts import Clock
 from .config import Provider
+from .doors import Events
 from .errors import GatewayError, UpstreamUnavailable
 from .exchange import Exchange
 from .sse import DONE, EventSplitter, EventTooLarge, data_of, frame
@@ -33,7 +34,9 @@ _DRAIN_SECONDS = 1.0
 
 
 async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
-                     exchange: Exchange, clock: Clock) -> None:
+                     exchange: Exchange, clock: Clock,
+                     translate: Callable[[dict[str, Any], bytes], bytes] | None = None) -> None:
+    """Relay a JSON answer: the upstream's bytes, or a front door's ``translate``-ion of them."""
     with mapped_errors(provider):
         body = await _read_body(response, clock)
     exchange.upstream_done = time.perf_counter()
@@ -45,6 +48,8 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
         raise stream_error(provider, answer)  # a 200 that is only an error envelope: a failed attempt
     if isinstance(answer.get("usage"), dict):
         exchange.usage = answer["usage"]
+    if translate is not None:
+        body = translate(answer, body)
     exchange.status = 200
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"),
@@ -72,9 +77,11 @@ class _StreamState:
     checked for its type before use: an upstream's odd chunk is relayed, never a crash."""
 
     __slots__ = ("exchange", "include_usage", "strip_usage", "usage", "usage_sent", "template", "finished",
-                 "answered", "deltas")
+                 "answered", "deltas", "encoder")
 
-    def __init__(self, exchange: Exchange, include_usage: bool, strip_usage: bool) -> None:
+    def __init__(self, exchange: Exchange, include_usage: bool, strip_usage: bool,
+                 encoder: Events | None = None) -> None:
+        self.encoder = encoder  # a front door's events for each chunk; None: the chunks go out as they came
         self.exchange = exchange
         self.include_usage = include_usage
         self.strip_usage = strip_usage  # the gateway asked for usage itself: the client never sees it
@@ -133,25 +140,33 @@ class _StreamState:
 
     def _relay(self, events: list[bytes], provider: Provider) -> tuple[list[bytes], bool, GatewayError | None]:
         out: list[bytes] = []
+        encoder = self.encoder
         for event in events:
             data = data_of(event)
             if data is None:  # a comment such as ": keep-alive", or a field-only event
-                out.append(event)
+                if encoder is None:  # a door has keep-alives of its own
+                    out.append(event)
             elif data == DONE:
                 if not self.answered:
                     return out, True, UpstreamUnavailable(f"{provider.name} ended its stream without an answer")
                 return self.done(out), True, None
             else:
                 try:
-                    relayed = _relayed(data, event, self, provider)
+                    chunk = _chunk(data, provider)
                 except GatewayError as exc:
                     return out, True, exc
+                relayed = self.observe(chunk, event)
                 self.answered = True
-                if relayed is not None:
+                if encoder is not None:
+                    out += encoder.chunk(chunk)
+                elif relayed is not None:
                     out.append(relayed)
         return out, False, None
 
     def done(self, out: list[bytes]) -> list[bytes]:
+        if self.encoder is not None:
+            out += self.encoder.end()
+            return out
         usage = self.usage_chunk()
         out.extend((usage, _DONE) if usage else (_DONE,))
         return out
@@ -159,23 +174,27 @@ class _StreamState:
 
 async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
                     exchange: Exchange, clock: Clock, *, include_usage: bool, strip_usage: bool,
-                    max_event_bytes: int) -> None:
+                    max_event_bytes: int, encoder: Events | None = None, ping_after: float | None = None,
+                    ping: bytes = b"") -> None:
     """Relay a stream. Nothing reaches the client, not even the status, until the first data event
     is in hand and is not an error (issue 10): a failure before it raises, so the next try or route
     can answer; a failure after it ends the client's stream with an error event."""
-    state = _StreamState(exchange, include_usage, strip_usage)
+    state = _StreamState(exchange, include_usage, strip_usage, encoder)
     splitter = EventSplitter(max_event_bytes)
     held: list[bytes] = []  # comments before the first data event
     content = response.content
     while True:
         clock.waiting()
         try:
-            chunk = await content.readany()
+            if ping_after is None or not exchange.responded:
+                chunk = await content.readany()
+            else:
+                chunk = await _read_or_ping(content, send, ping_after, ping)
         except Exception as exc:
             failure = mapped(provider, exc)
             if not exchange.responded:
                 raise failure from None
-            return await end_with_error(send, exchange, failure)
+            return await end_with_error(send, exchange, failure, encoder=encoder)
         if not chunk:
             break
         clock.sending()
@@ -196,7 +215,7 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
         if done:
             exchange.upstream_done = time.perf_counter()
         if error is not None:
-            return await end_with_error(send, exchange, error, events)
+            return await end_with_error(send, exchange, error, events, encoder)
         if events:
             await send({"type": "http.response.body", "body": _framed(events), "more_body": not done})
         if done:
@@ -215,10 +234,22 @@ async def relay_sse(response: aiohttp.ClientResponse, send: Send, headers: Heade
         await _start(send, headers, exchange)
         events = held + events
     if error is not None:
-        return await end_with_error(send, exchange, error, events)
+        return await end_with_error(send, exchange, error, events, encoder)
     events = events if done else state.done(events)
     await send({"type": "http.response.body", "body": _framed(events), "more_body": False})
     exchange.ended = time.perf_counter()
+
+
+async def _read_or_ping(content: aiohttp.StreamReader, send: Send, after: float, ping: bytes) -> bytes:
+    """The next read; a keep-alive event to the client each ``after`` seconds of upstream silence
+    (a door's clients expect one; a read cancelled by the timeout loses nothing: the data stays
+    buffered)."""
+    while True:
+        try:
+            async with asyncio.timeout(after):
+                return await content.readany()
+        except TimeoutError:
+            await send({"type": "http.response.body", "body": ping + b"\n\n", "more_body": True})
 
 
 def _framed(events: list[bytes]) -> bytes:
@@ -235,7 +266,8 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
             await asyncio.wait_for(response.content.read(), _DRAIN_SECONDS)
 
 
-def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider) -> bytes | None:
+def _chunk(data: bytes, provider: Provider) -> dict[str, Any]:
+    """An event's data as a chat chunk; the failure it is, if it is none."""
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -244,7 +276,7 @@ def _relayed(data: bytes, event: bytes, state: _StreamState, provider: Provider)
         raise UpstreamUnavailable(f"{provider.name} sent an event that is not a JSON object")
     if "error" in chunk:
         raise stream_error(provider, chunk)
-    return state.observe(chunk, event)
+    return chunk
 
 
 async def _start(send: Send, headers: Headers, exchange: Exchange) -> None:
@@ -253,9 +285,11 @@ async def _start(send: Send, headers: Headers, exchange: Exchange) -> None:
 
 
 async def end_with_error(send: Send, exchange: Exchange, error: GatewayError,
-                         events: list[bytes] | None = None) -> None:
-    """End a started stream: the events still owed, then ``data: {"error": ...}``, in one write."""
+                         events: list[bytes] | None = None, encoder: Events | None = None) -> None:
+    """End a started stream: the events still owed, then ``data: {"error": ...}`` (or the front
+    door's error event), in one write."""
     exchange.error_code = error.code
-    body = (_framed(events) if events else b"") + frame(error.body())
+    last = frame(error.body()) if encoder is None else encoder.error(error) + b"\n\n"
+    body = (_framed(events) if events else b"") + last
     await send({"type": "http.response.body", "body": body, "more_body": False})
     exchange.ended = time.perf_counter()

@@ -31,6 +31,14 @@ def _is_number(value: Any) -> bool:
 def load(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object with a string ``model``: enough to know which alias it is for,
     before the rest is checked (so that a bad body for a configured alias is counted as that alias)."""
+    body = parse(raw)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("model is required and must be a string", param="model")
+    return body
+
+
+def parse(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object no deeper than MAX_DEPTH, every integer in it exact."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -39,8 +47,6 @@ def load(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("the body must be a JSON object")
     if _shape(body):  # a float as large as 2**63 may have been an integer literal orjson could not keep
         _check_integers(raw)
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("model is required and must be a string", param="model")
     return body
 
 

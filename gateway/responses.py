@@ -18,6 +18,8 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: Headers, con
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: GatewayError, headers: Headers | None = None) -> None:
+async def send_error(send: Send, error: GatewayError, headers: Headers | None = None,
+                     body: bytes | None = None) -> None:
+    """The error in OpenAI's envelope, or in the ``body`` a front door made of it."""
     extra = [*(headers or ()), *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
-    await send_bytes(send, error.status, error.body(), extra, b"application/json")
+    await send_bytes(send, error.status, error.body() if body is None else body, extra, b"application/json")

@@ -7,6 +7,7 @@ matches it. The alias is what metrics and routes know; the client's name is only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -47,9 +48,11 @@ class Router:
         return routes
 
     def eligible(self, routes: tuple[Route, ...], body: dict[str, Any], intent: Intent,
-                 skipped: list[tuple[str, str]]) -> list[Route]:
-        """The routes whose documented limits the request keeps; a 400 naming the first breach if none.
-        Each route skipped is added to ``skipped`` as (provider, param)."""
+                 skipped: list[tuple[str, str]], named: Callable[[str | None], str | None] = lambda p: p
+                 ) -> list[Route]:
+        """The routes whose documented limits the request keeps; a 400 naming the first breach if none,
+        each field as the client sent it (``named``: a front door's name for a chat field). Each
+        route skipped is added to ``skipped`` as (provider, param)."""
         taken: list[Route] = []
         rejected: list[tuple[Route, Rejection]] = []
         for route in routes:
@@ -62,12 +65,12 @@ class Router:
         if taken:
             return taken
         first_route, first = rejected[0]
-        message = first.message(first_route.provider.name, first_route.provider.profile.limits)
+        message = first.message(first_route.provider.name, first_route.provider.profile.limits, named)
         if len(rejected) > 1:
-            others = "; ".join(r.message(route.provider.name, route.provider.profile.limits)
+            others = "; ".join(r.message(route.provider.name, route.provider.profile.limits, named)
                                for route, r in rejected[1:])
-            message += f". Other routes of {body['model']!r} rejected it too: {others}"
-        raise Unsupported(message, param=first.param)
+            message += f". Other routes of {quoted(body['model'])} rejected it too: {others}"
+        raise Unsupported(message, param=named(first.param))
 
 
 def is_pattern(alias: str) -> bool:

@@ -8,6 +8,7 @@ one, the ``developer`` role) is not a rejection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,15 @@ class Rejection:
     problem: str  # "temperature 1.5 is outside [0, 1]"
     limit: str  # the Limits field that was broken
 
-    def message(self, provider: str, limits: Limits) -> str:
+    def message(self, provider: str, limits: Limits,
+                named: Callable[[str | None], str | None] = lambda param: param) -> str:
+        """The problem for ``provider``, with the limit's doc line; the field as ``named`` calls it."""
         doc = limits.docs.get(self.limit)
-        return f"{self.problem} for {provider}" + (f" ({doc})" if doc else "")
+        problem = self.problem
+        name = named(self.param)
+        if name is not None and name != self.param and problem.startswith(self.param):
+            problem = name + problem[len(self.param):]
+        return f"{problem} for {provider}" + (f" ({doc})" if doc else "")
 
 
 def _fmt(x: float) -> str:

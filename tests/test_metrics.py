@@ -33,7 +33,10 @@ def scrape(base: str) -> dict[tuple[str, frozenset], float]:
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the samples of ``name`` whose labels include ``labels`` (so a check that does not
+    care about a label, such as ``frontdoor``, need not name it)."""
+    wanted = frozenset(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
 class Delta:
@@ -236,9 +239,12 @@ def test_the_series_a_dashboard_needs_exist_at_zero_from_the_start(sim: Simulato
                 in samples, outcome
         for status, code in (("200", "ok"), ("400", "content_filter"), ("502", "upstream_error"),
                              ("504", "upstream_timeout"), ("429", "rate_limited"), ("499", "client_closed")):
-            labels = {"model": "glm-fresh", "provider": "maxtoken", "status": status, "code": code}
-            assert ("gateway_requests_total", frozenset(labels.items())) in samples, labels
-        labels = {"model": "unknown", "provider": "none", "status": "401", "code": "invalid_api_key"}
+            for door in ("chat", "messages"):
+                labels = {"model": "glm-fresh", "provider": "maxtoken", "status": status, "code": code,
+                          "frontdoor": door}
+                assert ("gateway_requests_total", frozenset(labels.items())) in samples, labels
+        labels = {"model": "unknown", "provider": "none", "status": "401", "code": "invalid_api_key",
+                  "frontdoor": "messages"}
         assert ("gateway_requests_total", frozenset(labels.items())) in samples
         assert ("gateway_config_reloads_total", frozenset({("result", "failure")})) in samples
         assert value(samples, "gateway_config_loaded_timestamp_seconds") > time.time() - 60
@@ -263,7 +269,7 @@ def test_a_reload_is_counted_and_creates_the_new_aliases_series(sim: Simulator, 
         assert delta("gateway_config_reloads_total", result="success") == 1
         assert delta("gateway_config_reloads_total", result="failure") == 1
         assert value(samples, "gateway_config_loaded_timestamp_seconds") > loaded
-        labels = {"model": "glm-reloaded", "provider": "toapis", "status": "200", "code": "ok"}
+        labels = {"model": "glm-reloaded", "provider": "toapis", "status": "200", "code": "ok", "frontdoor": "chat"}
         assert ("gateway_requests_total", frozenset(labels.items())) in samples
 
 

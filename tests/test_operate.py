@@ -161,7 +161,8 @@ def test_metrics_on_their_own_port(config: Path) -> None:
         chat(served.url)
         assert httpx.get(f"{served.url}/metrics").status_code == 404
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-        assert 'gateway_requests_total{code="ok",model="glm-toapis",provider="toapis",status="200"} 1.0' in text
+        assert ('gateway_requests_total{code="ok",frontdoor="chat",model="glm-toapis",provider="toapis",'
+                'status="200"} 1.0') in text
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -1,0 +1,121 @@
+"""Front doors: the APIs clients speak, each a pair of pure translations around the one pipeline.
+
+A door turns its request into a chat body before routing (so every documented limit, dialect
+rewrite, fallback and metric applies unchanged), and turns the chat answer, or each parsed chunk
+of a chat stream, into its own answer. The chat door is the identity: its answers go out as the
+upstream's bytes, untouched (issue 12, "Shape"). A door is known from the path alone, before
+the key check, so that even a 401 or a 413 comes in the door's own error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from .. import request as request_body
+from ..errors import GatewayError
+from . import messages_answer, messages_request
+
+
+@dataclass
+class Request:
+    """A client's request in chat terms."""
+
+    chat: dict[str, Any]
+    model: str  # the name the client asked for (echoed back; the alias is what routes)
+    dropped: list[str] = field(default_factory=list)  # what the door could not translate
+    client_param: Callable[[str | None], str | None] = lambda param: param
+
+
+class Events(Protocol):
+    """A door's stream: the events (without terminators) each chat chunk causes, and its end."""
+
+    def chunk(self, chunk: dict[str, Any]) -> list[bytes]: ...
+
+    def end(self) -> list[bytes]: ...
+
+    def error(self, error: GatewayError) -> bytes: ...
+
+
+class Door(Protocol):
+    name: str  # the ``frontdoor`` label of metrics and log lines
+    #: seconds of upstream silence after which a started stream gets a keep-alive event (None: never)
+    ping_after: float | None
+    ping: bytes
+
+    def parse(self, raw: bytes) -> Request: ...
+
+    def error_body(self, error: GatewayError, request_id: str | None) -> bytes: ...
+
+    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]: ...
+
+    def answer(self, answer: dict[str, Any], body: bytes, request: Request, request_id: str) -> bytes: ...
+
+    def events(self, request: Request, request_id: str) -> Events | None: ...
+
+
+class Chat:
+    """``/v1/chat/completions``: OpenAI's own shape, relayed as it came."""
+
+    name = "chat"
+    ping_after: float | None = None
+    ping = b""
+
+    def parse(self, raw: bytes) -> Request:
+        body = request_body.load(raw)
+        return Request(body, body["model"])
+
+    def error_body(self, error: GatewayError, request_id: str | None) -> bytes:
+        return error.body()
+
+    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        return [(b"x-request-id", request_id.encode())]
+
+    def answer(self, answer: dict[str, Any], body: bytes, request: Request, request_id: str) -> bytes:
+        return body
+
+    def events(self, request: Request, request_id: str) -> Events | None:
+        return None  # the upstream's events go out as they are
+
+
+class Messages:
+    """``/v1/messages``: Anthropic's Messages API, for Claude Code and the Anthropic SDKs."""
+
+    name = "messages"
+    ping_after: float | None = 10.0
+    ping = messages_answer.PING
+
+    def parse(self, raw: bytes) -> Request:
+        translated = messages_request.to_chat(request_body.parse(raw))
+        return Request(translated.chat, translated.chat["model"], translated.dropped, translated.client_param)
+
+    def error_body(self, error: GatewayError, request_id: str | None) -> bytes:
+        return orjson.dumps(messages_answer.error_envelope(error, request_id))
+
+    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        value = request_id.encode()
+        return [(b"x-request-id", value), (b"request-id", value)]
+
+    def answer(self, answer: dict[str, Any], body: bytes, request: Request, request_id: str) -> bytes:
+        return orjson.dumps(messages_answer.message(answer, request.model, request_id))
+
+    def events(self, request: Request, request_id: str) -> Events | None:
+        return messages_answer.MessageEvents(request.model, request_id)
+
+
+CHAT: Door = Chat()
+MESSAGES: Door = Messages()
+#: path -> its door
+DOORS: dict[str, Door] = {"/v1/chat/completions": CHAT, "/v1/messages": MESSAGES}
+
+
+def door_for(path: str) -> Door:
+    """The door whose error shape a path answers in: its own, under it (``/v1/messages/count_tokens``),
+    else OpenAI's."""
+    door = DOORS.get(path)
+    if door is None:
+        door = next((d for p, d in DOORS.items() if path.startswith(p + "/")), CHAT)
+    return door
