@@ -264,10 +264,12 @@ def _translator(door: Door, request: Request, request_id: str) -> Callable[[dict
 
 def _as_sent(error: ClientError, request: Request) -> ClientError:
     """A client error about the chat body, naming the field as the client sent it."""
+    if request.client_param is None:
+        return error
     param = request.client_param(error.param)
-    if param is not None and error.param is not None and param != error.param:
-        if error.message.startswith(error.param):
-            error.message = param + error.message[len(error.param):]
+    if param is not None and error.param is not None:
+        error.message = (param + error.message[len(error.param):] if error.message.startswith(error.param)
+                         else f"{param}: {error.message}")
         error.param = param
     return error
 

@@ -48,7 +48,7 @@ class Router:
         return routes
 
     def eligible(self, routes: tuple[Route, ...], body: dict[str, Any], intent: Intent,
-                 skipped: list[tuple[str, str]], named: Callable[[str | None], str | None] = lambda p: p
+                 skipped: list[tuple[str, str]], named: Callable[[str | None], str | None] | None = None
                  ) -> list[Route]:
         """The routes whose documented limits the request keeps; a 400 naming the first breach if none,
         each field as the client sent it (``named``: a front door's name for a chat field). Each
@@ -70,7 +70,7 @@ class Router:
             others = "; ".join(r.message(route.provider.name, route.provider.profile.limits, named)
                                for route, r in rejected[1:])
             message += f". Other routes of {quoted(body['model'])} rejected it too: {others}"
-        raise Unsupported(message, param=named(first.param))
+        raise Unsupported(message, param=named(first.param) if named else first.param)
 
 
 def is_pattern(alias: str) -> bool:

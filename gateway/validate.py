@@ -23,14 +23,14 @@ class Rejection:
     problem: str  # "temperature 1.5 is outside [0, 1]"
     limit: str  # the Limits field that was broken
 
-    def message(self, provider: str, limits: Limits,
-                named: Callable[[str | None], str | None] = lambda param: param) -> str:
-        """The problem for ``provider``, with the limit's doc line; the field as ``named`` calls it."""
+    def message(self, provider: str, limits: Limits, named: Callable[[str | None], str | None] | None = None) -> str:
+        """The problem for ``provider``, with the limit's doc line. ``named``: a front door's name
+        for a chat field, which then leads the message (a door's envelope may have no ``param``)."""
         doc = limits.docs.get(self.limit)
         problem = self.problem
-        name = named(self.param)
-        if name is not None and name != self.param and problem.startswith(self.param):
-            problem = name + problem[len(self.param):]
+        name = named(self.param) if named is not None else None
+        if name is not None:
+            problem = name + problem[len(self.param):] if problem.startswith(self.param) else f"{name}: {problem}"
         return f"{problem} for {provider}" + (f" ({doc})" if doc else "")
 
 

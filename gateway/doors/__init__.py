@@ -27,7 +27,8 @@ class Request:
     chat: dict[str, Any]
     model: str  # the name the client asked for (echoed back; the alias is what routes)
     dropped: list[str] = field(default_factory=list)  # what the door could not translate
-    client_param: Callable[[str | None], str | None] = lambda param: param
+    #: a chat field's path as the client named it; None: the client sent the chat body itself
+    client_param: Callable[[str | None], str | None] | None = None
 
 
 class Events(Protocol):
