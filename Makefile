@@ -9,11 +9,11 @@ $(BIN)/gateway: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test lint serve check bench test-servers
+.PHONY: demo test lint serve check bench test-servers test-clients
 demo: $(BIN)/gateway
 	$(BIN)/gateway demo
 
-test: lint test-servers
+test: lint test-servers test-clients
 	$(BIN)/python -m pytest
 
 # Servers the tests run for real, from Debian's packages: installed when missing and we are root;
@@ -23,6 +23,15 @@ test-servers:
 	  { apt-get install -y -q prometheus >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }; } || \
 	  echo "!!! prometheus is not installed and cannot be here: tests/test_prometheus.py will be SKIPPED !!!"
+
+# The real clients the front doors are held to (issues 12, 13), from npm, pinned, into .clients/:
+# their tests are skipped, loudly, when npm is missing.
+CLIENTS := @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0
+test-clients:
+	@test -x .clients/node_modules/.bin/claude -a -x .clients/node_modules/.bin/codex || \
+	  { command -v npm >/dev/null && mkdir -p .clients && \
+	    npm install -s --no-audit --no-fund --prefix .clients $(CLIENTS) >/dev/null; } || \
+	  echo "!!! npm is missing: tests/test_claude_code.py will be SKIPPED !!!"
 
 lint: $(BIN)/gateway
 	$(BIN)/ruff check gateway tests bench

@@ -30,7 +30,8 @@ def door(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     extra = (f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n"
              f"    api_key: {UPSTREAM_KEYS['toapis']}\n    timeout: {{first_byte: 0.5, read: 0.5}}\n"
              "    retry: {attempts: 1}\n"
-             "  unset:\n    profile: toapis\n    base_url: http://127.0.0.1:9/v1\n    api_key: ${TEST_UNSET_MESSAGES_KEY}\n")
+             "  unset:\n    profile: toapis\n    base_url: http://127.0.0.1:9/v1\n"
+             "    api_key: ${TEST_UNSET_MESSAGES_KEY}\n")
     models = ("  glm-impatient:\n    - {provider: impatient, model: glm-5}\n"
               "  glm-off:\n    - {provider: unset, model: glm-5}\n"
               "  claude-*:\n    - {provider: token360, model: glm-5.1}\n")

@@ -58,6 +58,8 @@ Precedence: instance defaults < controls < headers. A bad header value: 400 ``{"
   inside its first line, 1 ms apart, so clients' reads see partial events.
 - ``keepalive``: bool -> an SSE comment ``: keep-alive`` (followed by a blank line) before every
   event, i.e. before the first and between events.
+- ``tool_arguments``: a JSON object (or its text) -> a tool-call answer's arguments are this text
+  instead of ``{"query": PROMPT}`` (to drive a real agent's tool, e.g. Claude Code's ``Bash``).
 - ``drip_ms``: set (0 too) -> the body of every response of the endpoint (errors too; the JSON
   body, and every SSE write) goes out one byte per write, each byte drip_ms after the one before;
   wins over ``split_writes``. Unset by default.
@@ -72,7 +74,8 @@ record -> knobs (counted controls used) -> ttfb -> auth (401) -> JSON (400) -> p
 ``stream`` absent: powertokens streams (powertokens.txt:90-94 default true); the others answer JSON.
 
 Answers (deterministic). PROMPT = text of the last message (string content, or its ``text`` parts
-joined with ``"\\n"``). words(s) = ``len(s.split())``.
+joined with ``"\\n"``); the last message is the last that is not ``system`` (system messages after
+it, as Claude Code sends them, are context), or the last of all. words(s) = ``len(s.split())``.
 - Text content: ``"Echo: " + PROMPT``; if the last message has role ``tool``:
   ``"Tool said: " + PROMPT``. With the ``words`` knob set, either is replaced by the ``w0 w1 ...``
   text.

@@ -72,15 +72,16 @@ def _pick_tool(body: JsonObj, last: JsonObj, prompt: str) -> str | None:
     return names[0] if choice == "required" and names else None
 
 
-def build_answer(body: JsonObj, *, thinking: bool, words: int | None) -> Answer:
+def build_answer(body: JsonObj, *, thinking: bool, words: int | None, tool_arguments: str | None = None) -> Answer:
     messages = body["messages"]
-    last = messages[-1]
+    # the turn being answered: system messages after it (Claude Code sends them) only add context
+    last = next((m for m in reversed(messages) if m.get("role") != "system"), messages[-1])
     prompt = text_of(last.get("content"))
     prompt_tokens = sum(word_count(text_of(m.get("content"))) for m in messages)
     reasoning = f"Thinking about: {prompt}" if thinking else None
     tool = _pick_tool(body, last, prompt)
     if tool is not None:
-        arguments = json.dumps({"query": prompt})
+        arguments = tool_arguments if tool_arguments is not None else json.dumps({"query": prompt})
         completion = word_count(arguments) + word_count(reasoning)
         return Answer(None, reasoning, tool, arguments, "tool_calls", prompt_tokens, completion)
     if words is not None:

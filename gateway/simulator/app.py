@@ -184,7 +184,8 @@ class Simulator:
         if knobs.error_after is not None and not streaming:
             await reply(200, _fault_body(d, 500, knobs))  # an "error in 200" answer
             return
-        answer = answers.build_answer(parsed, thinking=thinking_on(d, parsed), words=knobs.words)
+        answer = answers.build_answer(parsed, thinking=thinking_on(d, parsed), words=knobs.words,
+                                      tool_arguments=knobs.tool_arguments)
         model = d.model_alias.get(parsed["model"], parsed["model"])
         meta = {"id_": f"chatcmpl-sim-{next(self._ids)}", "created": int(time.time()), "model": model}
         if not streaming:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -26,6 +27,7 @@ class Knobs:
     keepalive: bool = False
     drip_ms: float | None = None
     error_code: int | str | None = None
+    tool_arguments: str | None = None
 
 
 def _number(value: Any) -> float:
@@ -61,6 +63,14 @@ def _code(value: Any) -> int | str:
     raise KnobError("expected a non-empty string or an integer")
 
 
+def _json_object(value: Any) -> str:
+    """A tool call's arguments: a JSON object, given as one or as its text."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if not isinstance(json.loads(text), dict):
+        raise KnobError("expected a JSON object")
+    return text
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -86,6 +96,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "keepalive": _flag,
     "drip_ms": _number,
     "error_code": _code,
+    "tool_arguments": _json_object,
 }
 assert set(_PARSERS) == {f.name for f in fields(Knobs)}
 HEADER_KNOBS: dict[bytes, str] = {b"x-sim-" + name.replace("_", "-").encode(): name for name in _PARSERS}

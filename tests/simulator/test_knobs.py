@@ -352,3 +352,15 @@ def test_drip_2kb_at_1ms_takes_seconds_not_more(sim_url: str, web: httpx.Client)
     elapsed, size = time.monotonic() - start, sum(map(len, reads))
     assert size >= 2000 and 0.001 * (size - 1) <= elapsed < 10
     assert json.loads(b"".join(reads))["choices"][0]["message"]["content"].endswith("w399")
+
+
+def test_tool_arguments(sim_url: str, web: httpx.Client) -> None:
+    tools = [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}]
+    control(web, sim_url, tool_arguments={"command": "echo hi"})
+    answer = chat(web, sim_url, "toapis", body("toapis", "use Bash", tools=tools)).json()
+    call = answer["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"] == {"name": "Bash", "arguments": '{"command": "echo hi"}'}
+    control(web, sim_url, tool_arguments='{"command": "ls"}')
+    answer = chat(web, sim_url, "toapis", body("toapis", "use Bash", tools=tools)).json()
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"command": "ls"}'
+    assert web.post(f"{sim_url}/_sim/control", json={"tool_arguments": "[1]"}).status_code == 400
