@@ -156,7 +156,8 @@ class Handler:
             request_body.check(body)
             routes = router.candidates(exchange.alias)
             call.intent = read_intent(body)
-            eligible = router.eligible(routes, body, call.intent, exchange.rejections, request.client_param)
+            eligible = router.eligible(routes, body, call.intent, exchange.rejections,
+                                       request.client_param if request.translated else None)
         except ClientError as exc:
             raise _as_sent(exc, request) from None
         loop = asyncio.get_running_loop()
@@ -264,7 +265,7 @@ def _translator(door: Door, request: Request, request_id: str) -> Callable[[dict
 
 def _as_sent(error: ClientError, request: Request) -> ClientError:
     """A client error about the chat body, naming the field as the client sent it."""
-    if request.client_param is None:
+    if not request.translated:
         return error
     param = request.client_param(error.param)
     if param is not None and error.param is not None:

@@ -9,8 +9,6 @@ the key check, so that even a 401 or a 413 comes in the door's own error shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -18,17 +16,9 @@ import orjson
 from .. import request as request_body
 from ..errors import GatewayError
 from . import messages_answer, messages_request
+from .translated import Request
 
-
-@dataclass
-class Request:
-    """A client's request in chat terms."""
-
-    chat: dict[str, Any]
-    model: str  # the name the client asked for (echoed back; the alias is what routes)
-    dropped: list[str] = field(default_factory=list)  # what the door could not translate
-    #: a chat field's path as the client named it; None: the client sent the chat body itself
-    client_param: Callable[[str | None], str | None] | None = None
+__all__ = ["CHAT", "DOORS", "MESSAGES", "Door", "Events", "Request", "door_for"]
 
 
 class Events(Protocol):
@@ -90,8 +80,7 @@ class Messages:
     ping = messages_answer.PING
 
     def parse(self, raw: bytes) -> Request:
-        translated = messages_request.to_chat(request_body.parse(raw))
-        return Request(translated.chat, translated.chat["model"], translated.dropped, translated.client_param)
+        return messages_request.to_chat(request_body.parse(raw))
 
     def error_body(self, error: GatewayError, request_id: str | None) -> bytes:
         return orjson.dumps(messages_answer.error_envelope(error, request_id))

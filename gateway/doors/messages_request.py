@@ -9,12 +9,12 @@ client sent it (``messages[2].content[1]``, ``stop_sequences``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from ..errors import InvalidRequest, quoted
+from .translated import Request
 
 #: where a ``tool_use`` input that was not a JSON object comes back (see messages_answer.py)
 RAW_ARGUMENTS = "raw_arguments"
@@ -25,31 +25,11 @@ _TRANSLATED = frozenset({"model", "messages", "system", "max_tokens", "stop_sequ
 _EFFORTS = ("low", "medium", "high")
 
 
-@dataclass
-class Translated:
-    chat: dict[str, Any]
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    #: chat message index -> the client's path for it (``system``, ``messages[3]``, ...)
-    origins: list[str] = field(default_factory=list)
-
-    def client_param(self, param: str | None) -> str | None:
-        """A chat body's parameter path as the client named it."""
-        if param is None:
-            return None
-        if param.startswith("messages["):
-            index, _, rest = param[len("messages["):].partition("]")
-            if index.isdigit() and int(index) < len(self.origins):
-                return self.origins[int(index)] + rest
-        head, dot, rest = param.partition(".")
-        return _CLIENT_NAMES.get(head, head) + dot + rest
+_NAMES = {"stop": "stop_sequences", "user": "metadata.user_id", "reasoning_effort": "output_config.effort",
+          "thinking_budget": "thinking.budget_tokens", "parallel_tool_calls": "tool_choice"}
 
 
-_CLIENT_NAMES = {"stop": "stop_sequences", "user": "metadata.user_id", "reasoning_effort": "output_config.effort",
-                 "thinking_budget": "thinking.budget_tokens", "parallel_tool_calls": "tool_choice"}
-
-
-def to_chat(body: Any) -> Translated:
+def to_chat(body: Any) -> Request:
     """The chat body for a Messages request; InvalidRequest (naming the client's field) when the
     request is not a Messages request."""
     if not isinstance(body, dict):
@@ -59,7 +39,8 @@ def to_chat(body: Any) -> Translated:
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
         raise InvalidRequest("max_tokens is required and must be an integer", param="max_tokens")
-    out = Translated(chat={"model": body["model"], "max_tokens": max_tokens})
+    out = Request({"model": body["model"], "max_tokens": max_tokens, "messages": []}, body["model"], origins=[],
+                  names=_NAMES)
     chat = out.chat
     _system(body.get("system"), out)
     messages = body.get("messages")
@@ -67,7 +48,6 @@ def to_chat(body: Any) -> Translated:
         raise InvalidRequest("messages is required and must be a non-empty array", param="messages")
     for i, message in enumerate(messages):
         _message(message, f"messages[{i}]", out)
-    chat["messages"] = out.messages
     for name in ("temperature", "top_p", "top_k"):
         if body.get(name) is not None:
             chat[name] = body[name]
@@ -87,7 +67,7 @@ def to_chat(body: Any) -> Translated:
     return out
 
 
-def _system(system: Any, out: Translated) -> None:
+def _system(system: Any, out: Request) -> None:
     if system is None:
         return
     if isinstance(system, str):
@@ -97,25 +77,20 @@ def _system(system: Any, out: Translated) -> None:
         text = "\n\n".join(b["text"] for b in system)
     else:
         raise InvalidRequest("system must be a string or an array of text blocks", param="system")
-    _add(out, {"role": "system", "content": text}, "system")
+    out.add({"role": "system", "content": text}, "system")
 
 
-def _add(out: Translated, message: dict[str, Any], origin: str) -> None:
-    out.messages.append(message)
-    out.origins.append(origin)
-
-
-def _cache_control(blocks: list[Any], out: Translated) -> None:
+def _cache_control(blocks: list[Any], out: Request) -> None:
     if "cache_control" not in out.dropped and any(isinstance(b, dict) and "cache_control" in b for b in blocks):
         out.dropped.append("cache_control")
 
 
-def _message(message: Any, path: str, out: Translated) -> None:
+def _message(message: Any, path: str, out: Request) -> None:
     if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
         raise InvalidRequest(f"{path} must be an object with role user or assistant", param=f"{path}.role")
     role, content = message["role"], message.get("content")
     if isinstance(content, str):
-        _add(out, {"role": role, "content": content}, path)
+        out.add({"role": role, "content": content}, path)
         return
     if not isinstance(content, list) or not all(isinstance(b, dict) and isinstance(b.get("type"), str)
                                                 for b in content):
@@ -128,7 +103,7 @@ def _message(message: Any, path: str, out: Translated) -> None:
         _user(role, content, path, out)
 
 
-def _assistant(blocks: list[dict[str, Any]], path: str, out: Translated) -> None:
+def _assistant(blocks: list[dict[str, Any]], path: str, out: Request) -> None:
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -144,7 +119,7 @@ def _assistant(blocks: list[dict[str, Any]], path: str, out: Translated) -> None
             # elsewhere): GLM needs its own reasoning back in tool loops
             reasoning.append(thinking)
         elif kind == "redacted_thinking":
-            _drop(out, "redacted_thinking")
+            out.drop("redacted_thinking")
         elif kind == "tool_use":
             calls.append(_tool_call(block, where))
         else:
@@ -155,7 +130,7 @@ def _assistant(blocks: list[dict[str, Any]], path: str, out: Translated) -> None
         message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = calls
-    _add(out, message, path)
+    out.add(message, path)
 
 
 def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
@@ -169,14 +144,14 @@ def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
     return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
 
 
-def _user(role: str, blocks: list[dict[str, Any]], path: str, out: Translated) -> None:
+def _user(role: str, blocks: list[dict[str, Any]], path: str, out: Request) -> None:
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(blocks):
         kind, where = block["type"], f"{path}.content[{j}]"
         if kind == "tool_result":
             if not isinstance(block.get("tool_use_id"), str):
                 raise InvalidRequest(f"{where}.tool_use_id must be a string", param=f"{where}.tool_use_id")
-            _add(out, {"role": "tool", "tool_call_id": block["tool_use_id"],
+            out.add({"role": "tool", "tool_call_id": block["tool_use_id"],
                        "content": _result_text(block, where, out)}, where)
         elif kind == "text":
             parts.append({"type": "text", "text": _text(block, where)})
@@ -188,7 +163,7 @@ def _user(role: str, blocks: list[dict[str, Any]], path: str, out: Translated) -
             raise InvalidRequest(f"{where}: a {role} turn cannot carry a {quoted(kind)} block", param=f"{where}.type")
     if parts:  # text beside tool results follows them, as its own user turn
         content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
-        _add(out, {"role": role, "content": content}, path)
+        out.add({"role": role, "content": content}, path)
 
 
 def _text(block: dict[str, Any], where: str) -> str:
@@ -197,7 +172,7 @@ def _text(block: dict[str, Any], where: str) -> str:
     return block["text"]
 
 
-def _result_text(block: dict[str, Any], where: str, out: Translated) -> str:
+def _result_text(block: dict[str, Any], where: str, out: Request) -> str:
     content = block.get("content", "")
     if isinstance(content, str):
         text = content
@@ -207,7 +182,7 @@ def _result_text(block: dict[str, Any], where: str, out: Translated) -> str:
             if isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
                 texts.append(item["text"])
             else:  # a chat tool message is text only
-                _drop(out, "tool_result.content." + str(item.get("type") if isinstance(item, dict) else "?"))
+                out.drop("tool_result.content." + str(item.get("type") if isinstance(item, dict) else "?"))
         text = "\n\n".join(texts)
     else:
         raise InvalidRequest(f"{where}.content must be a string or an array of blocks", param=f"{where}.content")
@@ -249,7 +224,7 @@ def _thinking(body: dict[str, Any], chat: dict[str, Any]) -> None:
             del chat["thinking"]
 
 
-def _tools(body: dict[str, Any], out: Translated) -> None:
+def _tools(body: dict[str, Any], out: Request) -> None:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -259,10 +234,10 @@ def _tools(body: dict[str, Any], out: Translated) -> None:
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise InvalidRequest(f"tools[{i}] must be an object with a name", param=f"tools[{i}]")
             if tool.get("type") not in (None, "custom"):  # a server tool: web_search_*, bash_*, ...
-                _drop(out, f"tools.{tool['type']}")
+                out.drop(f"tools.{tool['type']}")
                 continue
             if "cache_control" in tool:
-                _drop(out, "cache_control")
+                out.drop("cache_control")
             function = {"name": tool["name"], "parameters": tool.get("input_schema") or {"type": "object"}}
             if tool.get("description") is not None:
                 function["description"] = tool["description"]
@@ -284,8 +259,3 @@ def _tools(body: dict[str, Any], out: Translated) -> None:
 
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
-
-
-def _drop(out: Translated, name: str) -> None:
-    if name not in out.dropped:
-        out.dropped.append(name)
