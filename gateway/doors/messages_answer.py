@@ -2,10 +2,7 @@
 
 Pure translations: the JSON answer is mapped in one call; a stream is a :class:`MessageEvents`
 fed each parsed chat chunk as the relay sees it, answering with the events that chunk causes, at
-once. Anthropic's blocks are strictly sequential (one open at a time, in index order), while a chat
-stream may interleave reasoning, text and tool-call fragments: a block is closed when another kind
-starts, except that text or reasoning arriving while a tool call is open waits for that call to
-close (its arguments must not be cut in two).
+once. Anthropic's blocks are strictly sequential: :mod:`gateway.doors.blocks` keeps them so.
 """
 
 from __future__ import annotations
@@ -17,6 +14,7 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError
+from .blocks import REASONING, TEXT, Blocks
 from .messages_request import RAW_ARGUMENTS
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -97,18 +95,14 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 PING = event("ping", {"type": "ping"})
 
 
-class MessageEvents:
+class MessageEvents(Blocks):
     """Anthropic's event stream for one chat stream."""
 
     def __init__(self, model: str, request_id: str) -> None:
+        super().__init__()
         self.model, self.request_id = model, request_id
         self.index = -1  # the open block's index, or the last one's
-        self.open: str | None = None  # "thinking" | "text" | "tool:N" (N: the chat tool call index)
         self.thinking = hashlib.sha256()
-        self.waiting: list[tuple[str, str]] = []  # text/reasoning that arrived while a tool call was open
-        self.closed_tools: set[int] = set()
-        self.stop_reason: str | None = None
-        self.usage: dict[str, int] = usage_of(None)
         self.started = False
 
     def chunk(self, chunk: dict[str, Any]) -> list[bytes]:
@@ -118,105 +112,54 @@ class MessageEvents:
             self.started = True
             out.append(event("message_start", {"type": "message_start", "message": {
                 "id": message_id(self.request_id), "type": "message", "role": "assistant", "model": self.model,
-                "content": [], "stop_reason": None, "stop_sequence": None, "usage": self.usage}}))
-        if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
-            self.usage = usage_of(chunk["usage"])
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            for kind, key in (("thinking", "reasoning_content"), ("text", "content")):
-                piece = delta.get(key)
-                if isinstance(piece, str) and piece:
-                    if self.open is not None and self.open.startswith("tool:"):
-                        self.waiting.append((kind, piece))
-                    else:
-                        out += self._piece(kind, piece)
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    out += self._tool(call)
-        if choice.get("finish_reason"):
-            self.stop_reason = STOP_REASONS.get(choice["finish_reason"], "end_turn")
-        return out
+                "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage_of(None)}}))
+        return out + self.feed(chunk)
 
     def end(self) -> list[bytes]:
         """The events that close the message once the chat stream is done."""
-        out = self._close()
-        out += self._flush_waiting()
-        out += self._close()
+        out = self.close_all()
+        stop_reason = STOP_REASONS.get(self.finish_reason or "stop", "end_turn")
         out.append(event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": self.stop_reason or "end_turn",
-                                                     "stop_sequence": None}, "usage": self.usage}))
+                                           "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                           "usage": usage_of(self.usage)}))
         out.append(event("message_stop", {"type": "message_stop"}))
         return out
 
     def error(self, error: GatewayError) -> bytes:
         return event("error", error_envelope(error, self.request_id))
 
-    def _piece(self, kind: str, piece: str) -> list[bytes]:
-        out = [] if self.open == kind else self._close() + self._start(kind)
-        if kind == "thinking":
-            self.thinking.update(piece.encode())
-            delta = {"type": "thinking_delta", "thinking": piece}
-        else:
-            delta = {"type": "text_delta", "text": piece}
-        out.append(event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}))
-        return out
-
-    def _tool(self, call: dict[str, Any]) -> list[bytes]:
-        number = call.get("index") if isinstance(call.get("index"), int) else 0
-        function = _object(call.get("function"))
-        out: list[bytes] = []
-        if self.open != f"tool:{number}":
-            if number in self.closed_tools:
-                # a fragment of a call closed when the next began: chat upstreams stream calls one
-                # after another (OpenAI's contract), so this is a broken stream with no block to go to
-                return out
-            out += self._close() + self._flush_waiting()
-            out += self._close()
-            self.index += 1
-            self.open = f"tool:{number}"
-            out.append(event("content_block_start", {"type": "content_block_start", "index": self.index,
-                                                     "content_block": {
-                                                         "type": "tool_use",
-                                                         "id": call.get("id") or f"toolu_{self.request_id}_{number}",
-                                                         "name": function.get("name") or "", "input": {}}}))
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            out.append(event("content_block_delta", {"type": "content_block_delta", "index": self.index,
-                                                     "delta": {"type": "input_json_delta",
-                                                               "partial_json": arguments}}))
-        return out
-
-    def _flush_waiting(self) -> list[bytes]:
-        waiting, self.waiting = self.waiting, []
-        out: list[bytes] = []
-        for kind, piece in waiting:
-            out += self._piece(kind, piece)
-        return out
-
-    def _start(self, kind: str) -> list[bytes]:
+    def opened(self, kind: str, call: dict[str, Any] | None) -> list[bytes]:
         self.index += 1
-        self.open = kind
-        block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {"type": "text",
-                                                                                                  "text": ""}
-        if kind == "thinking":
+        if kind == REASONING:
             self.thinking = hashlib.sha256()
+            block: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
+        elif kind == TEXT:
+            block = {"type": "text", "text": ""}
+        else:
+            assert call is not None
+            function = _object(call.get("function"))
+            block = {"type": "tool_use", "id": call.get("id") or f"toolu_{self.request_id}_{call.get('index', 0)}",
+                     "name": function.get("name") or "", "input": {}}
         return [event("content_block_start", {"type": "content_block_start", "index": self.index,
                                               "content_block": block})]
 
-    def _close(self) -> list[bytes]:
-        if self.open is None:
-            return []
+    def extended(self, kind: str, piece: str) -> list[bytes]:
+        if kind == REASONING:
+            self.thinking.update(piece.encode())
+            delta = {"type": "thinking_delta", "thinking": piece}
+        elif kind == TEXT:
+            delta = {"type": "text_delta", "text": piece}
+        else:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+        return [event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})]
+
+    def closed(self, kind: str) -> list[bytes]:
         out = []
-        if self.open == "thinking":
+        if kind == REASONING:  # the signature comes last, before the thinking block stops
             out.append(event("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                                      "delta": {"type": "signature_delta",
                                                                "signature": _signed(self.thinking)}}))
-        elif self.open.startswith("tool:"):
-            self.closed_tools.add(int(self.open[5:]))
         out.append(event("content_block_stop", {"type": "content_block_stop", "index": self.index}))
-        self.open = None
         return out
 
 
