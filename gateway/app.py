@@ -23,7 +23,7 @@ from .accesslog import AccessLog
 from .attempts import RetryBudget
 from .auth import ClientAuth
 from .config import Config, ConfigError
-from .doors import DOORS, door_for
+from .doors import DOORS, RESPONSES, door_for
 from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
 from .handler import Handler, new_id
@@ -179,6 +179,8 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
+    RESPONSES.store.ttl = settings.responses_ttl
+    RESPONSES.shared_by_workers = bool(os.environ.get(SUPERVISED))
     budget = RetryBudget()  # one for every door: retries are bounded against all requests in flight
     handlers = {path: Handler(lambda: gateway.router, gateway.upstream, gateway.health,
                               max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
@@ -201,6 +203,25 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         if gateway.router.alias(model_id) not in gateway.router.config.models:
             raise ModelNotFound(f"model {quoted(model_id)} does not exist", param="model")
         return model_card(model_id)
+
+    def stored(response_id: str) -> dict[str, Any]:
+        response = RESPONSES.store.response(response_id)
+        if response is None:
+            error = InvalidRequest(f"response {quoted(response_id)} is unknown, has expired or was not stored",
+                                   param="response_id", code="not_found")
+            error.status = 404
+            raise error
+        return response
+
+    @app.get("/v1/responses/{response_id}")
+    async def get_response(response_id: str) -> dict[str, Any]:
+        return stored(response_id)
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str) -> dict[str, Any]:
+        stored(response_id)
+        RESPONSES.store.delete(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

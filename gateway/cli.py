@@ -115,6 +115,8 @@ def serve(args: argparse.Namespace) -> None:
         atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     if args.workers > 1:
         os.environ[SUPERVISED] = str(os.getpid())  # workers find their siblings' process metrics by it
+        print(f"note: with --workers {args.workers}, responses stored by /v1/responses live in the worker that "
+              "made them: a previous_response_id another worker stored is a 400 that says so", file=sys.stderr)
     if settings.metrics_port is not None:
         from .metrics import serve_separately
         serve_separately(settings.metrics_port, settings.host)

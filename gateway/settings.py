@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     eject_rate: float = 0.5
     #: seconds one request may spend over all its routes, retries and backoff included (issue 10)
     request_deadline: float = 900.0
+    #: seconds a stored Response (/v1/responses, ``store``) is kept for ``previous_response_id`` (issue 13)
+    responses_ttl: float = 3600.0
 
     @field_validator("log_level", mode="before")
     @classmethod

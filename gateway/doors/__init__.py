@@ -14,11 +14,12 @@ from typing import Any, Protocol
 import orjson
 
 from .. import request as request_body
-from ..errors import GatewayError
-from . import messages_answer, messages_request
+from ..errors import GatewayError, InvalidRequest
+from . import messages_answer, messages_request, responses_answer, responses_request
+from .responses_store import ResponseStore, made_here, new_response_id
 from .translated import Request
 
-__all__ = ["CHAT", "DOORS", "MESSAGES", "Door", "Events", "Request", "door_for"]
+__all__ = ["CHAT", "DOORS", "MESSAGES", "RESPONSES", "Door", "Events", "Request", "door_for"]
 
 
 class Events(Protocol):
@@ -96,10 +97,58 @@ class Messages:
         return messages_answer.MessageEvents(request.model, request_id)
 
 
+class Responses(Chat):
+    """``/v1/responses``: OpenAI's Responses API, for Codex CLI and the Agents SDK. Errors before a
+    stream starts are the chat route's (OpenAI's envelope); stored responses live in ``store``."""
+
+    name = "responses"
+
+    def __init__(self) -> None:
+        self.store = ResponseStore()
+        self.shared_by_workers = False  # under --workers N each worker has its own store
+
+    def parse(self, raw: bytes) -> Request:
+        body = request_body.parse(raw)
+        previous = None
+        previous_id = body.get("previous_response_id")
+        if previous_id is not None:
+            previous = self.store.conversation(previous_id) if isinstance(previous_id, str) else None
+            if previous is None:
+                raise InvalidRequest(self._unknown(previous_id), param="previous_response_id")
+        request = responses_request.to_chat(body, previous)
+        request.state.id = new_response_id()
+        return request
+
+    def _unknown(self, previous_id: object) -> str:
+        shown = str(previous_id)[:80]
+        if isinstance(previous_id, str) and self.shared_by_workers and not made_here(previous_id):
+            return (f"previous_response_id {shown!r} was stored by another worker process of this gateway "
+                    "(stored responses live in the worker that made them; run one worker to chain them)")
+        return f"previous_response_id {shown!r} is unknown or has expired"
+
+    def answer(self, answer: dict[str, Any], body: bytes, request: Request, request_id: str) -> bytes:
+        response, turn = responses_answer.response(answer, request.model, request.state)
+        self._keep(request, response, turn)
+        return orjson.dumps(response)
+
+    def events(self, request: Request, request_id: str) -> Events | None:
+        return responses_answer.ResponseEvents(request.state, request.model,
+                                               lambda response, turn: self._keep(request, response, turn))
+
+    def _keep(self, request: Request, response: dict[str, Any], turn: dict[str, Any]) -> None:
+        if not request.state.store:
+            return
+        assert request.origins is not None
+        said = [m for m, origin in zip(request.chat["messages"], request.origins, strict=True)
+                if origin != "instructions"]  # a later request's instructions replace these
+        self.store.put(response, [*said, turn])
+
+
 CHAT: Door = Chat()
 MESSAGES: Door = Messages()
+RESPONSES = Responses()
 #: path -> its door
-DOORS: dict[str, Door] = {"/v1/chat/completions": CHAT, "/v1/messages": MESSAGES}
+DOORS: dict[str, Door] = {"/v1/chat/completions": CHAT, "/v1/messages": MESSAGES, "/v1/responses": RESPONSES}
 
 
 def door_for(path: str) -> Door:

@@ -16,6 +16,7 @@ import orjson
 from ..errors import GatewayError
 from .blocks import REASONING, TEXT, Blocks
 from .messages_request import RAW_ARGUMENTS
+from .translated import as_object
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal", "sensitive": "refusal"}
@@ -58,10 +59,6 @@ def usage_of(usage: Any) -> dict[str, int]:
             "cache_creation_input_tokens": 0}
 
 
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def message_id(request_id: str) -> str:
     return f"msg_{request_id}"
 
@@ -69,7 +66,7 @@ def message_id(request_id: str) -> str:
 def message(answer: dict[str, Any], model: str, request_id: str) -> dict[str, Any]:
     """The Message for a chat completion (its ``choices`` already checked to be a list)."""
     choice = answer["choices"][0] if answer["choices"] and isinstance(answer["choices"][0], dict) else {}
-    said = _object(choice.get("message"))
+    said = as_object(choice.get("message"))
     content: list[dict[str, Any]] = []
     reasoning = said.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
@@ -137,7 +134,7 @@ class MessageEvents(Blocks):
             block = {"type": "text", "text": ""}
         else:
             assert call is not None
-            function = _object(call.get("function"))
+            function = as_object(call.get("function"))
             block = {"type": "tool_use", "id": call.get("id") or f"toolu_{self.request_id}_{call.get('index', 0)}",
                      "name": function.get("name") or "", "input": {}}
         return [event("content_block_start", {"type": "content_block_start", "index": self.index,

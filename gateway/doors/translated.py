@@ -42,3 +42,8 @@ class Request:
     def drop(self, name: str) -> None:
         if name not in self.dropped:
             self.dropped.append(name)
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (upstream chunks are read defensively)."""
+    return value if isinstance(value, dict) else {}
