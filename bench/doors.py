@@ -1,8 +1,8 @@
-"""A front door's streaming translation, per event: `python -m bench.doors` (issue 12).
+"""The front doors' streaming translations, per event: `python -m bench.doors` (issues 12, 13).
 
 The relay's own per-read work (split the events, parse each chunk, note what it carries) is run
 over one recorded 50-delta chat stream twice in the same process: once passed through as the chat
-door does, once translated into Anthropic's events by the Messages door. The difference, per
+door does, once translated by each door (Anthropic's events, the Responses API's semantic events). The difference, per
 upstream event, is what the translation costs; both are printed with the pass-through's own cost
 for scale. In-process and single-threaded: no network, so the machine's noise is small, and the
 best of several rounds is kept.
@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import orjson
 
-from gateway.doors import MESSAGES, Request
+from gateway.doors import MESSAGES, RESPONSES, Request
+from gateway.doors.responses_request import Needs
 from gateway.exchange import Exchange
 from gateway.relay import _StreamState
 from gateway.sse import EventSplitter
@@ -59,13 +60,15 @@ def main() -> None:
     reads = recorded_stream()
     request = Request({"model": "claude-x"}, "claude-x")
     chat = best(reads, lambda: None)
-    messages = best(reads, lambda: MESSAGES.events(request, "bench"))
     events = len(reads)
     print(f"upstream events per stream: {events}")
-    print(f"chat door (pass-through):  {chat / events * 1e6:6.2f} us per event")
-    print(f"messages door (translated): {messages / events * 1e6:6.2f} us per event")
-    print(f"translation:               {(messages - chat) / events * 1e6:6.2f} us per event "
-          f"({messages / chat:.2f}x the pass-through's event work)")
+    print(f"chat door (pass-through):      {chat / events * 1e6:6.2f} us per event")
+    responses_request = Request({"model": "m"}, "m", state=Needs(id="resp_1_bench", store=False))
+    for name, encoder_for in (("messages", lambda: MESSAGES.events(request, "bench")),
+                              ("responses", lambda: RESPONSES.events(responses_request, "bench"))):
+        translated = best(reads, encoder_for)
+        print(f"{name} door (translated): {translated / events * 1e6:6.2f} us per event; translation "
+              f"{(translated - chat) / events * 1e6:5.2f} us per event ({translated / chat:.2f}x the pass-through)")
 
 
 if __name__ == "__main__":
