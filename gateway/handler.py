@@ -58,7 +58,7 @@ class Observer(Protocol):
 class ChatCompletions:
     def __init__(self, router: Callable[[], Router], upstream: Upstream, health: Health, *, max_body_bytes: int,
                  max_event_bytes: int, observer: Observer, keep_bodies: bool = False,
-                 request_deadline: float = 900.0) -> None:
+                 request_deadline: float = 900.0, max_upstream_bytes: int = 32 * 1024 * 1024) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
         self._health = health
@@ -66,6 +66,7 @@ class ChatCompletions:
         self._deadline = request_deadline
         self._max_body = max_body_bytes
         self._max_event = max_event_bytes
+        self._max_upstream = max_upstream_bytes  # a JSON answer past it is cut while read (issue 11)
         self._observer = observer
         self._keep_bodies = keep_bodies
 
@@ -200,7 +201,7 @@ class ChatCompletions:
                                     strip_usage=profile.stream_options and not wants_usage,
                                     max_event_bytes=self._max_event)
                 else:
-                    await relay_json(response, send, headers, provider, exchange, clock)
+                    await relay_json(response, send, headers, provider, exchange, clock, self._max_upstream)
         except asyncio.CancelledError:
             if clock.fired is None:
                 raise  # the client left, or the server is shutting down
