@@ -26,6 +26,8 @@ class Knobs:
     keepalive: bool = False
     drip_ms: float | None = None
     error_code: int | str | None = None
+    gzip_bomb: int | None = None
+    answer_bytes: int | None = None
 
 
 def _number(value: Any) -> float:
@@ -86,6 +88,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "keepalive": _flag,
     "drip_ms": _number,
     "error_code": _code,
+    "gzip_bomb": _count,
+    "answer_bytes": _count,
 }
 assert set(_PARSERS) == {f.name for f in fields(Knobs)}
 HEADER_KNOBS: dict[bytes, str] = {b"x-sim-" + name.replace("_", "-").encode(): name for name in _PARSERS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 import httpx
@@ -352,3 +353,28 @@ def test_drip_2kb_at_1ms_takes_seconds_not_more(sim_url: str, web: httpx.Client)
     elapsed, size = time.monotonic() - start, sum(map(len, reads))
     assert size >= 2000 and 0.001 * (size - 1) <= elapsed < 10
     assert json.loads(b"".join(reads))["choices"][0]["message"]["content"].endswith("w399")
+
+
+def test_gzip_bomb_inflates_to_its_size_and_stays_the_same_answer(sim_url: str, web: httpx.Client) -> None:
+    whole = chat(web, sim_url, "toapis", body("toapis")).json()
+    with web.stream("POST", f"{sim_url}/toapis/v1/chat/completions", json=body("toapis"),
+                    headers={**AUTH, "x-sim-gzip-bomb": "64"}) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        sent = b"".join(response.iter_raw())  # raw: not decoded by the client
+    assert len(sent) < 100_000  # 64 MiB inflated from well under 100 KB (~1000:1)
+    inflated = zlib.decompress(sent, wbits=31)  # the trailer's CRC and size are checked too
+    assert len(inflated) > 64 << 20 and inflated[: 64 << 20].strip() == b""
+    assert {**json.loads(inflated), "id": whole["id"], "created": whole["created"]} == whole
+    with web.stream("POST", f"{sim_url}/siliconflow/v1/chat/completions", json=body("siliconflow", stream=True),
+                    headers={**AUTH, "x-sim-gzip-bomb": "0"}) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        text = zlib.decompress(b"".join(response.iter_raw()), wbits=31).decode()
+    assert sse_data(text)[-1] == "[DONE]" and "".join(deltas(text, "content")) == "Echo: hello there"
+
+
+def test_answer_bytes_pads_a_json_answer_with_whitespace(sim_url: str, web: httpx.Client) -> None:
+    whole = chat(web, sim_url, "toapis", body("toapis")).json()
+    response = chat(web, sim_url, "toapis", body("toapis"), {"x-sim-answer-bytes": str(3 << 20)})
+    assert len(response.content) == 3 << 20 and int(response.headers["content-length"]) == 3 << 20
+    assert {**response.json(), "id": whole["id"], "created": whole["created"]} == whole
+    assert chat(web, sim_url, "toapis", body("toapis"), {"x-sim-answer-bytes": "-1"}).status_code == 400
