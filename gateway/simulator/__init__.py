@@ -68,7 +68,7 @@ Precedence: instance defaults < controls < headers. A bad header value: 400 ``{"
   stream goes out whole in one write (pacing and stream faults do not apply). Wins over
   ``answer_bytes`` and ``drip_ms``.
 - ``answer_bytes``: N -> a 200 JSON answer is padded with trailing spaces (the same JSON) to N
-  bytes, sent in 1 MiB writes. Streams and errors ignore it; ``drip_ms`` does not apply.
+  bytes, sent chunked (no Content-Length) in 1 MiB writes. Streams and errors ignore it; ``drip_ms`` does not apply.
 K counts the answer's own chunk events (the role chunk and the final usage chunk included;
 keep-alives, the malformed event and [DONE] excluded) and is clamped to their number, so the fault
 always happens, at the latest just before ``[DONE]``. K = 0: right after the response headers.

@@ -51,10 +51,9 @@ async def send_gzipped(send: Send, status: int, body: bytes, headers: Headers, m
 
 async def send_padded(send: Send, status: int, body: bytes, headers: Headers, size: int) -> None:
     """``body`` and then spaces (trailing whitespace: still the same JSON) to ``size`` bytes in
-    all, in writes of a MiB at most."""
+    all, in writes of a MiB at most, chunked: no Content-Length says beforehand how much will come."""
     pad = max(0, size - len(body))
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body) + pad).encode())]})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": pad > 0})
     while pad > 0:
         piece = min(pad, MIB)

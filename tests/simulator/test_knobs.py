@@ -375,6 +375,6 @@ def test_gzip_bomb_inflates_to_its_size_and_stays_the_same_answer(sim_url: str, 
 def test_answer_bytes_pads_a_json_answer_with_whitespace(sim_url: str, web: httpx.Client) -> None:
     whole = chat(web, sim_url, "toapis", body("toapis")).json()
     response = chat(web, sim_url, "toapis", body("toapis"), {"x-sim-answer-bytes": str(3 << 20)})
-    assert len(response.content) == 3 << 20 and int(response.headers["content-length"]) == 3 << 20
+    assert len(response.content) == 3 << 20 and "content-length" not in response.headers
     assert {**response.json(), "id": whole["id"], "created": whole["created"]} == whole
     assert chat(web, sim_url, "toapis", body("toapis"), {"x-sim-answer-bytes": "-1"}).status_code == 400
