@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 
 from . import __version__
 from .attempts import Clock
@@ -76,9 +77,6 @@ class Upstream:
             else:
                 slots.resize(provider.pool.connections)
 
-    def slots(self, name: str) -> Slots | None:
-        return self._slots.get(name)
-
     def _fixed(self, provider: Provider) -> tuple[dict[str, str], aiohttp.ClientTimeout, Slots]:
         """What every request to ``provider`` carries, built once (a reload brings new Providers)."""
         fixed = self._per_provider.get(id(provider))
@@ -106,6 +104,7 @@ class Upstream:
         base, timeout, slots = self._fixed(provider)
         if not slots.take():
             await self._queue(provider, slots, clock)
+            attempt.started = time.perf_counter()  # the wait was the gateway's (overhead), not the upstream's ttfb
         try:
             headers = {**base, "Accept": "text/event-stream" if stream else "application/json",
                        "X-Request-Id": request_id}
@@ -117,7 +116,7 @@ class Upstream:
                     clock.headers = True
                     clock.first = clock.first or not stream  # a JSON answer's headers are its first byte
                     try:
-                        encoding = response.headers.get("Content-Encoding")
+                        encoding = response.headers.get(hdrs.CONTENT_ENCODING)
                         if response.status >= 300:
                             clock.waiting()
                             said = b"" if _encoded(encoding) else await response.content.read(_ERROR_BODY_LIMIT)
