@@ -114,8 +114,8 @@ class Config:
 
     @property
     def upstream_connections(self) -> int:
-        """The most upstream connections this table can hold open at once: its enabled providers'
-        pools (a disabled provider is never called)."""
+        """The most upstream connections one process can hold open at once with this table: its
+        enabled providers' pools (a disabled provider is never called). Per worker process."""
         return sum(p.pool.connections for p in self.providers.values() if p.enabled)
 
     def warnings(self) -> list[str]:
