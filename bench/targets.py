@@ -131,7 +131,9 @@ def start_base(upstream: str, sim: str, work: Path) -> Target:
     if not tree or not (Path(tree) / "gateway" / "__init__.py").exists():
         target.note = f"not available: set {BASE_TREE} to a checkout of the gateway to compare against"
         return target
-    config = render(BENCH_DIR / "gateway.yaml", work / "gateway-base.yaml", upstream, sim)
+    # the base tree's own bench config: it may not know a key added since
+    own = Path(tree) / "bench" / "gateway.yaml"
+    config = render(own if own.exists() else BENCH_DIR / "gateway.yaml", work / "gateway-base.yaml", upstream, sim)
     argv = [str(MAIN_VENV / "bin" / "python"), "-m", "gateway", "serve", "--config", str(config),
             "--host", "127.0.0.1", "--port", "{port}"]
     # run from the tree itself: `python -m` puts the working directory first on sys.path

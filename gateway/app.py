@@ -42,10 +42,11 @@ class Gateway:
 
     def __init__(self, settings: Settings, config: Config) -> None:
         self.settings = settings
-        self.upstream = Upstream()
+        self.upstream = Upstream(exhausted=self._pool_exhausted)
         self.access_log = AccessLog(settings.log_level)
         self.metrics = Metrics()
         self._refusals = Throttle(per_second=5)
+        self._full_pools: dict[str, Throttle] = {}
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
                              window=settings.eject_window, rate=settings.eject_rate,
                              changed=self._health_changed)
@@ -53,6 +54,7 @@ class Gateway:
 
     def _use(self, config: Config) -> None:
         self.router = Router(config)  # requests in flight keep the router they started with
+        self.upstream.configure(config.providers.values())
         self.loaded_at = int(time.time())
         providers = config.providers.values()
         self.metrics.configure({alias: [r.provider.name for r in routes] for alias, routes in config.models.items()},
@@ -65,6 +67,16 @@ class Gateway:
             self.access_log.event("provider_back", provider=provider)
         else:
             self.access_log.event("provider_ejected", level="warning", provider=provider, seconds=self.health.cooldown)
+
+    def _pool_exhausted(self, provider: str, connections: int, waited: float) -> None:
+        """A line naming the provider whose pool was full, at most one a second for each: a full
+        pool is a burst of them (each attempt's own line says it too)."""
+        throttle = self._full_pools.get(provider)
+        if throttle is None:
+            throttle = self._full_pools[provider] = Throttle(per_second=1)
+        if throttle.allows():
+            self.access_log.event("pool_exhausted", level="warning", provider=provider, connections=connections,
+                                  waited_s=round(waited, 3))
 
     def reload(self, *, count_success: bool = True) -> str | None:
         """Re-read the config file; an invalid one is refused (and counted) and the old table keeps
@@ -185,7 +197,8 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     handlers = {path: Handler(lambda: gateway.router, gateway.upstream, gateway.health,
                               max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
                               observer=gateway, keep_bodies=settings.log_bodies,
-                              request_deadline=settings.request_deadline, door=door, budget=budget)
+                              request_deadline=settings.request_deadline,
+                              max_upstream_bytes=settings.max_upstream_bytes, door=door, budget=budget)
                 for path, door in DOORS.items()}
     for path, handler in handlers.items():
         # Listed for FastAPI too (405 for other methods); requests reach them through FrontDoors.

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 
 from .config import Retry, Route, Timeout
-from .errors import UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from .errors import PoolExhausted, UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from .health import Health
 
 
@@ -64,11 +64,14 @@ def pause(error: UpstreamError, retry: Retry, tries: int) -> float | None:
 
 def most_meaningful(errors: Iterable[UpstreamError]) -> UpstreamError:
     """What the client is told when every attempt failed: a rate limit (the shortest Retry-After)
-    over a timeout, a timeout over anything else (502); the last of a kind when they tie."""
+    over a full pool (503, Retry-After: come back soon) over a timeout over anything else (502); the
+    last of a kind when they tie."""
     def rank(error: UpstreamError) -> tuple[int, float]:
         if isinstance(error, UpstreamRateLimited):
             return 0, error.retry_after if error.retry_after is not None else float("inf")
-        return (1 if isinstance(error, UpstreamTimeout) else 2), 0.0
+        if isinstance(error, PoolExhausted):
+            return 1, 0.0
+        return (2 if isinstance(error, UpstreamTimeout) else 3), 0.0
     ranked = list(errors)
     return min(reversed(ranked), key=rank)
 
@@ -87,7 +90,7 @@ class Clock:
     TICK = 0.1  # deadlines are kept to within this
 
     __slots__ = ("_task", "_first_end", "_idle", "_hard", "_hard_is_total", "_since", "_watchdog", "_time",
-                 "fired", "headers", "first")
+                 "_held", "fired", "headers", "first")
 
     def __init__(self, timeout: Timeout, provider_end: float, request_end: float) -> None:
         loop = asyncio.get_running_loop()
@@ -114,6 +117,19 @@ class Clock:
 
     def stop(self) -> None:
         self._watchdog.clocks.discard(self)
+
+    def hold(self) -> float:
+        """Not yet the upstream's time (a wait for one of the provider's pooled connections): no
+        deadline fires until :meth:`resume`. Returns the seconds left before the hard deadline."""
+        self.stop()
+        self._held = now = self._time()
+        return self._hard - now
+
+    def resume(self) -> None:
+        """The upstream's time again: first_byte counts from now, the hard deadlines stay."""
+        now = self._time()
+        self._first_end += now - self._held
+        self._watchdog = _Watchdog.watch(asyncio.get_running_loop(), self)
 
     def check(self, now: float) -> None:
         if now >= self._hard:

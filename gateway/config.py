@@ -11,6 +11,7 @@ Format (issue 4)::
         thinking: zhipu               # optional: overrides the profile's thinking dialect
         timeout: {connect: 10, first_byte: 300, idle: 300, total: 600}   # seconds
         retry: {attempts: 3, backoff_base: 0.05, backoff_max: 2}
+        pool: {connections: 256, wait: 2}   # upstream connections of its own; seconds to wait for one
     models:
       ALIAS:
         - {provider: NAME, model: upstream-model, weight: 3}   # weight: optional, load balancing
@@ -36,7 +37,7 @@ from . import profiles
 from .profiles import Profile, ProfileError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_PROVIDER_KEYS = {"profile", "base_url", "api_key", "limits", "thinking", "timeout", "retry"}
+_PROVIDER_KEYS = {"profile", "base_url", "api_key", "limits", "thinking", "timeout", "retry", "pool"}
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,22 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """A provider's own share of upstream connections (issue 11): a stalling provider fills only its
+    own pool, never another's.
+
+    256: the one pool of 1,000 the gateway had before, split over the five providers of the shipped
+    config (5 x 256 = 1,280), so the connections (and descriptors) a deployment may hold open stay
+    about what they were, while a provider that stalls can hold at most its own 256; a provider
+    that serves more streams at once says so in its YAML. 2 s: a slot frees when any of the
+    provider's streams ends, and streams last seconds to minutes, so a longer wait seldom gets one;
+    the time is better spent on the next route, or on a 503 with Retry-After a client can act on."""
+
+    connections: int = 256  # attempts in flight to this provider at once (each holds one connection)
+    wait: float = 2.0  # seconds an attempt waits for a free one before it fails as pool_exhausted
+
+
+@dataclass(frozen=True)
 class Provider:
     name: str
     profile: Profile
@@ -71,6 +88,7 @@ class Provider:
     key_variable: str | None = None
     timeout: Timeout = field(default_factory=Timeout)
     retry: Retry = field(default_factory=Retry)
+    pool: Pool = field(default_factory=Pool)
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +111,12 @@ class Config:
     path: str
     providers: Mapping[str, Provider]
     models: Mapping[str, tuple[Route, ...]]
+
+    @property
+    def upstream_connections(self) -> int:
+        """The most upstream connections one process can hold open at once with this table: its
+        enabled providers' pools (a disabled provider is never called). Per worker process."""
+        return sum(p.pool.connections for p in self.providers.values() if p.enabled)
 
     def warnings(self) -> list[str]:
         return [f"provider {p.name} is disabled: set {p.key_variable} to enable it"
@@ -168,6 +192,12 @@ def _retry(raw: Any, path: str, key: str) -> Retry:
     return retry
 
 
+def _pool(raw: Any, path: str, key: str) -> Pool:
+    if raw is None:
+        return Pool()
+    return Pool(**_numbers(raw, path, key, ("connections", "wait"), integers=("connections",)))
+
+
 def _provider(name: str, raw: Any, path: str) -> Provider:
     key = f"providers.{name}"
     raw = _mapping(raw, path, key)
@@ -201,7 +231,8 @@ def _provider(name: str, raw: Any, path: str) -> Provider:
     api_key, variable = _api_key(raw, path, key)
     return Provider(name=name, profile=profile, base_url=base_url, api_key=api_key, key_variable=variable,
                     timeout=_timeout(raw.get("timeout"), path, f"{key}.timeout"),
-                    retry=_retry(raw.get("retry"), path, f"{key}.retry"))
+                    retry=_retry(raw.get("retry"), path, f"{key}.retry"),
+                    pool=_pool(raw.get("pool"), path, f"{key}.pool"))
 
 
 def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) -> tuple[Route, ...]:

@@ -17,6 +17,9 @@ The tree::
         ├── UpstreamRateLimited        429     Retry-After kept
         ├── UpstreamUnavailable        502     5xx, connect failure, reset, error-in-200, our key refused
         ├── QuotaExhausted             502     code quota_exhausted: the account has no balance
+        ├── UpstreamTooLarge           502     code upstream_too_large: a JSON answer past GATEWAY_MAX_UPSTREAM_BYTES
+        ├── UnrequestedEncoding        502     code upstream_encoding: a Content-Encoding the gateway refused
+        ├── PoolExhausted              503     code pool_exhausted: the provider's connections all busy; Retry-After
         └── UpstreamTimeout            504
 
 An UpstreamError says what may follow it: ``retryable`` (another route may answer: fall back) and
@@ -137,6 +140,31 @@ class UpstreamUnavailable(UpstreamError):
 
 class QuotaExhausted(UpstreamError):
     code = "quota_exhausted"
+    retry_same = False
+
+
+class UpstreamTooLarge(UpstreamError):
+    """The same request would get the same answer: the next route, not a second try."""
+
+    code = "upstream_too_large"
+    retry_same = False
+
+
+class UnrequestedEncoding(UpstreamError):
+    """A Content-Encoding the gateway did not accept: decoding it would be a bomb's way in."""
+
+    code = "upstream_encoding"
+    retry_same = False
+
+
+class PoolExhausted(UpstreamError):
+    """Every connection of the provider's pool stayed busy for its ``pool.wait``: the gateway's
+    own capacity, not the provider's failure (never counted toward its health). The next route is
+    tried; a second try here would only wait in the same queue."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "pool_exhausted"
     retry_same = False
 
 

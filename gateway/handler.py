@@ -85,7 +85,8 @@ class Handler:
 
     def __init__(self, router: Callable[[], Router], upstream: Upstream, health: Health, *, max_body_bytes: int,
                  max_event_bytes: int, observer: Observer, keep_bodies: bool = False,
-                 request_deadline: float = 900.0, door: Door = CHAT, budget: RetryBudget | None = None) -> None:
+                 request_deadline: float = 900.0, max_upstream_bytes: int = 32 * 1024 * 1024, door: Door = CHAT,
+                 budget: RetryBudget | None = None) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
         self._health = health
@@ -94,6 +95,7 @@ class Handler:
         self._deadline = request_deadline
         self._max_body = max_body_bytes
         self._max_event = max_event_bytes
+        self._max_upstream = max_upstream_bytes  # a JSON answer past it is cut while read (issue 11)
         self._observer = observer
         self._keep_bodies = keep_bodies
 
@@ -241,7 +243,7 @@ class Handler:
                                     max_event_bytes=self._max_event, encoder=call.encoder,
                                     ping_after=door.ping_after, ping=door.ping)
                 else:
-                    await relay_json(response, call.send, headers, provider, exchange, clock,
+                    await relay_json(response, call.send, headers, provider, exchange, clock, self._max_upstream,
                                      None if door is CHAT else _translator(door, request, exchange.request_id))
         except asyncio.CancelledError:
             if clock.fired is None:

@@ -4,8 +4,10 @@ A provider whose attempts fail ``consecutive`` times in a row, or whose last ``w
 failed at least ``rate`` of the time (Envoy's failure percentage: a provider that fails every
 other request never fails five in a row), is ejected for ``cooldown`` seconds;
 when the cool-down ends it is back in rotation and the next live request probes it. Only failures
-of the provider count (connect errors, resets, timeouts, 5xx, error-in-200): a 429 is answered by
-Retry-After and fallback, a client-caused 4xx says nothing about the provider (issue 10).
+of the provider count (connect errors, resets, timeouts, 5xx, error-in-200, an answer too large or
+in a coding the gateway refused): a 429 is answered by Retry-After and fallback, a client-caused
+4xx says nothing about the provider (issue 10), and a full pool (``pool_exhausted``) is the
+gateway's own capacity: the provider was never asked (issue 11).
 
 This is the one health model: ``gateway_provider_up`` is 1 exactly when a provider is enabled and
 not ejected. The state is per process behind :class:`Health`'s few methods, so that it can move to
@@ -22,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: Attempt outcomes that are the provider's failure; "ok" is its success; anything else is neither.
-FAILURES = frozenset({"upstream_error", "upstream_timeout", "quota_exhausted"})
+FAILURES = frozenset({"upstream_error", "upstream_timeout", "quota_exhausted", "upstream_too_large",
+                      "upstream_encoding"})
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ import orjson
 from .attempts import Clock
 from .config import Provider
 from .doors import Events
-from .errors import GatewayError, UpstreamUnavailable
+from .errors import GatewayError, UpstreamTooLarge, UpstreamUnavailable
 from .exchange import Exchange
 from .sse import DONE, EventSplitter, EventTooLarge, data_of, frame
 from .upstream import mapped, mapped_errors, stream_error
@@ -34,11 +34,11 @@ _DRAIN_SECONDS = 1.0
 
 
 async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Headers, provider: Provider,
-                     exchange: Exchange, clock: Clock,
+                     exchange: Exchange, clock: Clock, max_bytes: int,
                      translate: Callable[[dict[str, Any], bytes], bytes] | None = None) -> None:
     """Relay a JSON answer: the upstream's bytes, or a front door's ``translate``-ion of them."""
     with mapped_errors(provider):
-        body = await _read_body(response, clock)
+        body = await _read_body(response, clock, provider, max_bytes)
     exchange.upstream_done = time.perf_counter()
     try:
         answer = orjson.loads(body)
@@ -58,18 +58,31 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
     exchange.ended = time.perf_counter()  # before any await: from here the client is not a 499
 
 
-async def _read_body(response: aiohttp.ClientResponse, clock: Clock) -> bytes:
-    """The whole body, each wait for more bounded by the idle timeout."""
+async def _read_body(response: aiohttp.ClientResponse, clock: Clock, provider: Provider, limit: int) -> bytes:
+    """The whole body, each wait for more bounded by the idle timeout, and cut (the attempt failed)
+    as soon as it is past ``limit`` bytes: never read whole into memory first."""
+    if response.content_length is not None and response.content_length > limit:
+        raise _too_large(provider, limit, response.content_length)
     chunks: list[bytes] = []
+    size = 0
     content = response.content
     while True:
         clock.waiting()
         chunk = await content.readany()
         if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(provider, limit)
             chunks.append(chunk)
         if not chunk or content.at_eof():  # at_eof: the whole body is in, no read for its end
             clock.sending()
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(provider: Provider, limit: int, length: int | None = None) -> UpstreamTooLarge:
+    size = "more than" if length is None else f"{length} bytes, more than"
+    return UpstreamTooLarge(f"{provider.name}'s answer is {size} the {limit} bytes allowed "
+                            "(GATEWAY_MAX_UPSTREAM_BYTES)")
 
 
 class _StreamState:

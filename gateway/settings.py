@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     #: one upstream SSE event larger than this ends the stream with an error (issue 4, point 9)
     max_event_bytes: int = 1024 * 1024
+    #: a JSON answer larger than this is cut while read, a failed attempt (502 upstream_too_large):
+    #: an upstream must not take the gateway's memory. 32 MiB is tens of times the largest answer a
+    #: model gives (128k output tokens, reasoning included, are a few MB of JSON), yet a few dozen
+    #: such answers in flight still fit a container's memory
+    max_upstream_bytes: int = 32 * 1024 * 1024
     metrics_port: int | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_bodies: bool = False

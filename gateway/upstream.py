@@ -1,5 +1,6 @@
-"""Send a body to an upstream: the one shared pool, headers, timeouts, and the one place where
-low-level failures and upstream error statuses become :mod:`gateway.errors`.
+"""Send a body to an upstream: the one session, each provider's own connection slots
+(:mod:`gateway.pools`), headers, timeouts, and the one place where low-level failures and
+upstream error statuses become :mod:`gateway.errors`.
 
 aiohttp is the client: on this machine its pool relays an order of magnitude more requests per
 second than httpx's default pool (issue 4, "Speed"; measured in bench/).
@@ -9,18 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 
 from . import __version__
 from .attempts import Clock
 from .config import Provider
 from .errors import (
     ContentFiltered,
+    PoolExhausted,
     QuotaExhausted,
+    UnrequestedEncoding,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -28,6 +32,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .exchange import Attempt
+from .pools import Slots
 
 #: Upstream response headers a client gets back (issue 4, "Decisions"); plus each profile's own.
 PASSED_BACK = ("retry-after",)
@@ -36,64 +41,117 @@ _ERROR_BODY_LIMIT = 64 * 1024
 
 
 class Upstream:
-    """The process's one upstream connection pool."""
+    """The process's one upstream session, and each provider's share of its connections."""
 
-    def __init__(self, max_connections: int = 1000) -> None:
-        self._max_connections = max_connections
+    def __init__(self, exhausted: Callable[[str, int, float], None] = lambda provider, connections, waited: None
+                 ) -> None:
         self._session: aiohttp.ClientSession | None = None
-        self._per_provider: dict[int, tuple[Provider, dict[str, str], aiohttp.ClientTimeout]] = {}
+        self._per_provider: dict[int, tuple[Provider, dict[str, str], aiohttp.ClientTimeout, Slots]] = {}
+        self._slots: dict[str, Slots] = {}
+        self._exhausted = exhausted  # told (provider, connections, seconds waited) when a pool was full
 
     @property
     def ready(self) -> bool:
         return self._session is not None and not self._session.closed
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                         ttl_dns_cache=300, keepalive_timeout=30)
+        # limit=0: the session counts nothing, each provider's Slots do (a wait in aiohttp's own
+        # queue would count as "connect" and charge one provider's stall to another, issue 11).
+        # auto_decompress=False: the gateway asks for identity and refuses anything else (post).
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"), cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    def _fixed(self, provider: Provider) -> tuple[dict[str, str], aiohttp.ClientTimeout]:
+    def configure(self, providers: Iterable[Provider]) -> None:
+        """The pool sizes in force (at start and on reload), by provider name: attempts in flight
+        keep their slots, and a shrunk pool takes no one new until it is under its new size."""
+        for provider in providers:
+            slots = self._slots.get(provider.name)
+            if slots is None:
+                self._slots[provider.name] = Slots(provider.pool.connections)
+            else:
+                slots.resize(provider.pool.connections)
+
+    def _fixed(self, provider: Provider) -> tuple[dict[str, str], aiohttp.ClientTimeout, Slots]:
         """What every request to ``provider`` carries, built once (a reload brings new Providers)."""
         fixed = self._per_provider.get(id(provider))
         if fixed is None or fixed[0] is not provider:
             headers = {"Authorization": f"Bearer {provider.api_key}", "Content-Type": "application/json",
-                       "User-Agent": f"glm-gateway/{__version__}"}
+                       "User-Agent": f"glm-gateway/{__version__}",
+                       # said, not left unsaid: without the header any coding is acceptable (RFC 9110, 12.5.3)
+                       "Accept-Encoding": "identity"}
             # only the connect timeout is aiohttp's: first byte, idle and total are the Clock's
             timeout = aiohttp.ClientTimeout(total=None, connect=provider.timeout.connect)
-            fixed = self._per_provider[id(provider)] = (provider, headers, timeout)
-        return fixed[1], fixed[2]
+            slots = self._slots.get(provider.name)
+            if slots is None:  # not configured (a caller without a Config): sized by the provider itself
+                slots = self._slots[provider.name] = Slots(provider.pool.connections)
+            fixed = self._per_provider[id(provider)] = (provider, headers, timeout, slots)
+        return fixed[1], fixed[2], fixed[3]
 
     @contextlib.asynccontextmanager
     async def post(self, provider: Provider, body: bytes, *, stream: bool, request_id: str,
                    attempt: Attempt, clock: Clock) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the provider; yields the response once its headers arrived, 2xx only.
         ``attempt.headers`` is set when they arrive, whatever the status. A response left early
-        (an error, a timeout, a client gone) is closed, never left to linger in the pool."""
+        (an error, a timeout, a client gone) is closed, never left to linger in the pool. The
+        attempt holds one of the provider's slots from before it connects until it is done."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        base, timeout = self._fixed(provider)
-        headers = {**base, "Accept": "text/event-stream" if stream else "application/json", "X-Request-Id": request_id}
-        clock.waiting()
-        with mapped_errors(provider):
-            async with self._session.post(provider.url, data=body, headers=headers, timeout=timeout,
-                                          allow_redirects=False) as response:
-                attempt.headers = time.perf_counter() - attempt.started
-                clock.headers = True
-                clock.first = clock.first or not stream  # a JSON answer's headers are its first byte
-                try:
-                    if response.status >= 300:
-                        clock.waiting()
-                        raise error_for_status(provider, response.status,
-                                               await response.content.read(_ERROR_BODY_LIMIT), response.headers)
-                    yield response
-                except BaseException:
-                    response.close()
-                    raise
+        base, timeout, slots = self._fixed(provider)
+        if not slots.take():
+            await self._queue(provider, slots, clock)
+            attempt.started = time.perf_counter()  # the wait was the gateway's (overhead), not the upstream's ttfb
+        try:
+            headers = {**base, "Accept": "text/event-stream" if stream else "application/json",
+                       "X-Request-Id": request_id}
+            clock.waiting()
+            with mapped_errors(provider):
+                async with self._session.post(provider.url, data=body, headers=headers, timeout=timeout,
+                                              allow_redirects=False) as response:
+                    attempt.headers = time.perf_counter() - attempt.started
+                    clock.headers = True
+                    clock.first = clock.first or not stream  # a JSON answer's headers are its first byte
+                    try:
+                        encoding = response.headers.get(hdrs.CONTENT_ENCODING)
+                        if response.status >= 300:
+                            clock.waiting()
+                            said = b"" if _encoded(encoding) else await response.content.read(_ERROR_BODY_LIMIT)
+                            raise error_for_status(provider, response.status, said, response.headers)
+                        if _encoded(encoding):
+                            raise UnrequestedEncoding(f"{provider.name} answered in Content-Encoding {encoding!r}, "
+                                                      "which the gateway did not accept (it asks for identity)")
+                        yield response
+                    except BaseException:
+                        response.close()
+                        raise
+        finally:
+            slots.give_back()
+
+    async def _queue(self, provider: Provider, slots: Slots, clock: Clock) -> None:
+        """Every slot is busy: queue for one, no longer than ``pool.wait`` nor past the attempt's
+        deadlines. The wait is the gateway's, not the upstream's: no timeout of the Clock fires
+        during it, and first_byte starts after it."""
+        wait = min(provider.pool.wait, clock.hold())
+        try:
+            got = wait > 0 and await slots.wait(wait)
+        finally:
+            clock.resume()
+        if not got:
+            self._exhausted(provider.name, slots.limit, wait)
+            raise PoolExhausted(f"{provider.name}: all {slots.limit} of its connections stayed busy for "
+                                f"{wait:.3g} s", headers={"retry-after": _RETRY_AFTER})
+
+
+#: a slot frees as soon as any stream of the provider ends: a second is a fair time to come back
+_RETRY_AFTER = "1"
+
+
+def _encoded(encoding: str | None) -> bool:
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")
 
 
 @contextlib.contextmanager

@@ -63,6 +63,14 @@ Precedence: instance defaults < controls < headers. A bad header value: 400 ``{"
 - ``drip_ms``: set (0 too) -> the body of every response of the endpoint (errors too; the JSON
   body, and every SSE write) goes out one byte per write, each byte drip_ms after the one before;
   wins over ``split_writes``. Unset by default.
+- ``gzip_bomb``: N (MiB, 0 too) -> every response of the endpoint goes out with ``Content-Encoding:
+  gzip`` (whatever the request's ``Accept-Encoding``: none of the pages says what their servers do
+  with it), a body that inflates to N MiB of spaces, a newline, then the response (still valid
+  JSON; valid SSE, the spaces being one line of an unknown field). N = 1024 is a 1 MiB body. A
+  stream goes out whole in one write (pacing and stream faults do not apply). Wins over
+  ``answer_bytes`` and ``drip_ms``.
+- ``answer_bytes``: N -> a 200 JSON answer is padded with trailing spaces (the same JSON) to N
+  bytes, sent chunked (no Content-Length) in 1 MiB writes. Streams and errors ignore it; ``drip_ms`` does not apply.
 K counts the answer's own chunk events (the role chunk and the final usage chunk included;
 keep-alives, the malformed event and [DONE] excluded) and is clamped to their number, so the fault
 always happens, at the latest just before ``[DONE]``. K = 0: right after the response headers.

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from . import answers
+from .bulk import send_gzipped, send_padded
 from .checks import Reject, validate
 from .dialects import (
     DIALECTS,
@@ -153,7 +154,12 @@ class Simulator:
         writer = BodyWriter(send, pacer, knobs)
 
         async def reply(status: int, body: bytes) -> None:
-            await send_bytes(send, status, body, json_headers, writer)
+            if knobs.gzip_bomb is not None:
+                await send_gzipped(send, status, body, json_headers, knobs.gzip_bomb)
+            elif knobs.answer_bytes is not None and status == 200:
+                await send_padded(send, status, body, json_headers, knobs.answer_bytes)
+            else:
+                await send_bytes(send, status, body, json_headers, writer)
 
         async def fail(status: int, message: str | None = None, field: str | None = None) -> None:
             await reply(status, orjson.dumps(d.error(status, message, field)))
@@ -192,6 +198,9 @@ class Simulator:
             await reply(200, answers.completion_json(d, answer, **meta))
             return
         events = answers.chunk_events(d, answer, **meta)
+        if knobs.gzip_bomb is not None:
+            await send_gzipped(send, 200, b"".join(events) + answers.DONE_EVENT, [*_SSE, *extra], knobs.gzip_bomb)
+            return
         error_body = b"" if knobs.error_after is None else _fault_body(d, 500, knobs)
         await stream_events(send, pacer, events, knobs, [*_SSE, *extra], error_body)
 

@@ -28,6 +28,8 @@ class Knobs:
     drip_ms: float | None = None
     error_code: int | str | None = None
     tool_arguments: str | None = None
+    gzip_bomb: int | None = None
+    answer_bytes: int | None = None
 
 
 def _number(value: Any) -> float:
@@ -97,6 +99,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "drip_ms": _number,
     "error_code": _code,
     "tool_arguments": _json_object,
+    "gzip_bomb": _count,
+    "answer_bytes": _count,
 }
 assert set(_PARSERS) == {f.name for f in fields(Knobs)}
 HEADER_KNOBS: dict[bytes, str] = {b"x-sim-" + name.replace("_", "-").encode(): name for name in _PARSERS}

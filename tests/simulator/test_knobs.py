@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 import httpx
@@ -364,3 +365,28 @@ def test_tool_arguments(sim_url: str, web: httpx.Client) -> None:
     answer = chat(web, sim_url, "toapis", body("toapis", "use Bash", tools=tools)).json()
     assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"command": "ls"}'
     assert web.post(f"{sim_url}/_sim/control", json={"tool_arguments": "[1]"}).status_code == 400
+
+
+def test_gzip_bomb_inflates_to_its_size_and_stays_the_same_answer(sim_url: str, web: httpx.Client) -> None:
+    whole = chat(web, sim_url, "toapis", body("toapis")).json()
+    with web.stream("POST", f"{sim_url}/toapis/v1/chat/completions", json=body("toapis"),
+                    headers={**AUTH, "x-sim-gzip-bomb": "64"}) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        sent = b"".join(response.iter_raw())  # raw: not decoded by the client
+    assert len(sent) < 100_000  # 64 MiB inflated from well under 100 KB (~1000:1)
+    inflated = zlib.decompress(sent, wbits=31)  # the trailer's CRC and size are checked too
+    assert len(inflated) > 64 << 20 and inflated[: 64 << 20].strip() == b""
+    assert {**json.loads(inflated), "id": whole["id"], "created": whole["created"]} == whole
+    with web.stream("POST", f"{sim_url}/siliconflow/v1/chat/completions", json=body("siliconflow", stream=True),
+                    headers={**AUTH, "x-sim-gzip-bomb": "0"}) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        text = zlib.decompress(b"".join(response.iter_raw()), wbits=31).decode()
+    assert sse_data(text)[-1] == "[DONE]" and "".join(deltas(text, "content")) == "Echo: hello there"
+
+
+def test_answer_bytes_pads_a_json_answer_with_whitespace(sim_url: str, web: httpx.Client) -> None:
+    whole = chat(web, sim_url, "toapis", body("toapis")).json()
+    response = chat(web, sim_url, "toapis", body("toapis"), {"x-sim-answer-bytes": str(3 << 20)})
+    assert len(response.content) == 3 << 20 and "content-length" not in response.headers
+    assert {**response.json(), "id": whole["id"], "created": whole["created"]} == whole
+    assert chat(web, sim_url, "toapis", body("toapis"), {"x-sim-answer-bytes": "-1"}).status_code == 400
