@@ -14,28 +14,18 @@ from pathlib import Path
 import pytest
 
 from gateway.simulator.answers import text_of
-from tests.conftest import CLIENT_KEY, UPSTREAM_MODEL, Simulator, config_text, start_gateway
+from tests.conftest import CLIENT_KEY, Simulator
+from tests.doors import THINKERS, TOOL_TAKERS, gateway_per_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAUDE = Path(os.environ.get("CLAUDE_BIN", ROOT / ".clients" / "node_modules" / ".bin" / "claude"))
 pytestmark = pytest.mark.skipif(not CLAUDE.exists(), reason=f"Claude Code is not installed at {CLAUDE} "
                                                              "(make test-clients)")
-TOOL_TAKERS = ["powertokens", "token360", "siliconflow", "toapis"]  # maxtoken's roles have no tool
-THINKERS = ["powertokens", "token360", "siliconflow"]  # toapis never reasons (the simulator, from its page)
 
 
 @pytest.fixture(scope="module")
 def gateways(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """One gateway per upstream, each routing every claude-* name Claude Code asks for to it."""
-    import contextlib
-
-    urls = {}
-    with contextlib.ExitStack() as stack:
-        for provider in TOOL_TAKERS:
-            path = tmp_path_factory.mktemp(provider) / "gateway.yaml"
-            path.write_text(config_text(sim.url, extra_models=(
-                f"  claude-*:\n    - {{provider: {provider}, model: {UPSTREAM_MODEL[provider]}}}\n")))
-            urls[provider] = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY))
+    with gateway_per_upstream(sim, tmp_path_factory, "claude-*") as urls:
         yield urls
 
 

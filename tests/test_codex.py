@@ -6,7 +6,6 @@ upstream's reasoning handed back byte for byte (``store = false``: through the r
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from gateway.simulator.answers import text_of
-from tests.conftest import CLIENT_KEY, UPSTREAM_MODEL, Simulator, config_text, start_gateway
+from tests.conftest import CLIENT_KEY, Simulator
+from tests.doors import THINKERS, TOOL_TAKERS, gateway_per_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 CODEX = Path(os.environ.get("CODEX_BIN", ROOT / ".clients" / "node_modules" / ".bin" / "codex"))
 pytestmark = pytest.mark.skipif(not CODEX.exists(), reason=f"Codex CLI is not installed at {CODEX} "
                                                            "(make test-clients)")
-TOOL_TAKERS = ["powertokens", "token360", "siliconflow", "toapis"]  # maxtoken's roles have no tool
-THINKERS = ["powertokens", "token360", "siliconflow"]
 CONFIG = """model = "glm-5"
 model_provider = "gateway"
 model_reasoning_effort = "high"
@@ -37,14 +35,7 @@ wire_api = "responses"
 
 @pytest.fixture(scope="module")
 def gateways(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """One gateway per upstream, its glm-5 alias routed to it."""
-    with contextlib.ExitStack() as stack:
-        urls = {}
-        for provider in TOOL_TAKERS:
-            path = tmp_path_factory.mktemp(provider) / "gateway.yaml"
-            path.write_text(config_text(sim.url, extra_models=(
-                f"  glm-5:\n    - {{provider: {provider}, model: {UPSTREAM_MODEL[provider]}}}\n")))
-            urls[provider] = stack.enter_context(start_gateway(path, api_keys=CLIENT_KEY))
+    with gateway_per_upstream(sim, tmp_path_factory, "glm-5") as urls:
         yield urls
 
 

@@ -4,7 +4,6 @@ leaves mid-stream. Claude Code itself is in test_claude_code.py."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,31 +12,21 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import CLIENT_KEY, PROVIDERS, UPSTREAM_KEYS, Simulator, config_text, start_gateway
-from tests.servers import SERVERS
+from tests.conftest import CLIENT_KEY, PROVIDERS, Simulator
+from tests.doors import ASK, THINKERS, TOOL_TAKERS, door_gateway, leave_mid_stream
 from tests.test_metrics import scrape, value
 
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",
           "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}]
-ASK = "Please call get_weather for Paris"
-TOOL_TAKERS = ["powertokens", "token360", "siliconflow", "toapis"]  # maxtoken's roles have no tool
-# asked for thinking in their own dialect, these reason (the simulator, from their pages)
-THINKERS = ["powertokens", "token360", "siliconflow"]
 
 
 @pytest.fixture(scope="module")
 def door(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    extra = (f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n"
-             f"    api_key: {UPSTREAM_KEYS['toapis']}\n    timeout: {{first_byte: 0.5, read: 0.5}}\n"
-             "    retry: {attempts: 1}\n"
-             "  unset:\n    profile: toapis\n    base_url: http://127.0.0.1:9/v1\n"
-             "    api_key: ${TEST_UNSET_MESSAGES_KEY}\n")
-    models = ("  glm-impatient:\n    - {provider: impatient, model: glm-5}\n"
-              "  glm-off:\n    - {provider: unset, model: glm-5}\n"
+    providers = ("  unset:\n    profile: toapis\n    base_url: http://127.0.0.1:9/v1\n"
+                 "    api_key: ${TEST_UNSET_MESSAGES_KEY}\n")
+    models = ("  glm-off:\n    - {provider: unset, model: glm-5}\n"
               "  claude-*:\n    - {provider: token360, model: glm-5.1}\n")
-    path = tmp_path_factory.mktemp("messages") / "gateway.yaml"
-    path.write_text(config_text(sim.url, extra, models))
-    with start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=64 * 1024) as url:
+    with door_gateway(sim, tmp_path_factory, providers, models) as url:
         yield url
 
 
@@ -246,17 +235,8 @@ def test_a_silent_stream_gets_pings(door: str, sim: Simulator, monkeypatch: pyte
 
 
 def test_a_client_that_leaves_mid_stream_cancels_the_upstream_request(door: str, sim: Simulator) -> None:
-    sim.control(provider="toapis", chunk_delay_ms=100, words=100)
-    with httpx.stream("POST", f"{door}/v1/messages", timeout=20, headers={"x-api-key": CLIENT_KEY},
-                      json={"model": "glm-toapis", "max_tokens": 500, "messages": [user()], "stream": True}) as r:
-        chunks = r.iter_raw()
-        assert b"message_start" in next(chunks)
-    deadline = time.monotonic() + 3
-    while SERVERS[sim.url].server_state.tasks or value(scrape(door), "gateway_inflight_requests"):
-        assert time.monotonic() < deadline, "the upstream request was left running"
-        time.sleep(0.05)
-    assert value(scrape(door), "gateway_requests_total", model="glm-toapis", status="499",
-                 frontdoor="messages") == 1
+    leave_mid_stream(sim, door, "/v1/messages", {"max_tokens": 500, "messages": [user()]},
+                     {"x-api-key": CLIENT_KEY}, b"message_start")
 
 
 def test_the_frontdoor_is_in_the_metrics_and_the_access_log(door: str, client: anthropic.Anthropic) -> None:

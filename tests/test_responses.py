@@ -6,7 +6,6 @@ dropped, every error, a client leaving mid-stream. Codex CLI itself is in test_c
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,25 +13,16 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, PROVIDERS, UPSTREAM_KEYS, Simulator, config_text, start_gateway
-from tests.servers import SERVERS
-from tests.test_metrics import scrape, value
+from tests.conftest import CLIENT_KEY, PROVIDERS, Simulator
+from tests.doors import ASK, THINKERS, TOOL_TAKERS, door_gateway, leave_mid_stream
 
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}]
-ASK = "Please call get_weather for Paris"
-TOOL_TAKERS = ["powertokens", "token360", "siliconflow", "toapis"]  # maxtoken's roles have no tool
-THINKERS = ["powertokens", "token360", "siliconflow"]
 
 
 @pytest.fixture(scope="module")
 def door(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    extra = (f"  impatient:\n    profile: toapis\n    base_url: {sim.url}/toapis/v1\n"
-             f"    api_key: {UPSTREAM_KEYS['toapis']}\n    timeout: {{first_byte: 0.5, read: 0.5}}\n"
-             "    retry: {attempts: 1}\n")
-    path = tmp_path_factory.mktemp("responses") / "gateway.yaml"
-    path.write_text(config_text(sim.url, extra, "  glm-impatient:\n    - {provider: impatient, model: glm-5}\n"))
-    with start_gateway(path, api_keys=CLIENT_KEY, max_body_bytes=64 * 1024) as url:
+    with door_gateway(sim, tmp_path_factory) as url:
         yield url
 
 
@@ -210,14 +200,5 @@ def test_a_failure_mid_stream_is_response_failed(client: openai.OpenAI, sim: Sim
 
 
 def test_a_client_that_leaves_mid_stream_cancels_the_upstream_request(door: str, sim: Simulator) -> None:
-    sim.control(provider="toapis", chunk_delay_ms=100, words=100)
-    with httpx.stream("POST", f"{door}/v1/responses", timeout=20, headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-                      json={"model": "glm-toapis", "input": "hi", "stream": True}) as r:
-        chunks = r.iter_raw()
-        assert b"response.created" in next(chunks)
-    deadline = time.monotonic() + 3
-    while SERVERS[sim.url].server_state.tasks or value(scrape(door), "gateway_inflight_requests"):
-        assert time.monotonic() < deadline, "the upstream request was left running"
-        time.sleep(0.05)
-    assert value(scrape(door), "gateway_requests_total", model="glm-toapis", status="499",
-                 frontdoor="responses") == 1
+    leave_mid_stream(sim, door, "/v1/responses", {"input": "hi"}, {"Authorization": f"Bearer {CLIENT_KEY}"},
+                     b"response.created")
