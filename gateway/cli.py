@@ -20,6 +20,7 @@ from uvicorn.supervisors import Multiprocess
 
 from .accesslog import AccessLog
 from .config import Config, ConfigError, load
+from .connections import GuardedProtocol
 from .settings import SUPERVISED, Settings, is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +120,7 @@ def serve(args: argparse.Namespace) -> None:
         from .metrics import serve_separately
         serve_separately(settings.metrics_port, settings.host)
     server_config = uvicorn.Config("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
-                                   workers=args.workers, loop="uvloop", http="httptools",
+                                   workers=args.workers, loop="uvloop", http=GuardedProtocol,
                                    log_level=settings.log_level, access_log=False,
                                    timeout_graceful_shutdown=int(settings.shutdown_grace))
     if args.workers > 1:
@@ -158,7 +159,7 @@ def demo(args: argparse.Namespace) -> None:
         uvicorn.Server(uvicorn.Config(simulator(), host="127.0.0.1", port=sim_port, log_level="warning",
                                       access_log=False, loop="uvloop", http="httptools")),
         uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning",
-                                      access_log=False, loop="uvloop", http="httptools")),
+                                      access_log=False, loop="uvloop", http=GuardedProtocol)),
     ]
     base = f"http://127.0.0.1:{args.port}/v1"
     alias = next(iter(config.models))

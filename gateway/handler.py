@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from . import request as request_body
 from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
+from .connections import ANSWERED
 from .errors import (
     CLIENT_CLOSED,
     CLIENT_CLOSED_STATUS,
@@ -84,8 +85,8 @@ class ChatCompletions:
         except GatewayError as exc:
             exchange.status, exchange.error_code = exc.status, exc.code
             await send_error(send, exc, [id_header])
-        except ClientLeft:
-            exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
+        except ClientLeft:  # or the server answered a body that stopped arriving itself (connections.py)
+            exchange.status, exchange.error_code = scope.get(ANSWERED) or (CLIENT_CLOSED_STATUS, CLIENT_CLOSED)
         except asyncio.CancelledError:
             if not watcher.disconnected:  # shut down past its grace period: say so rather than cut off
                 if exchange.ended is None:  # else the client has every byte: a success, only its drain cut
