@@ -23,6 +23,7 @@ from .accesslog import AccessLog
 from .attempts import RetryBudget
 from .auth import ClientAuth
 from .config import Config, ConfigError
+from .connections import LIMITS, REFUSED, Limits
 from .doors import DOORS, RESPONSES, door_for
 from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
@@ -47,6 +48,7 @@ class Gateway:
         self.metrics = Metrics()
         self._refusals = Throttle(per_second=5)
         self._full_pools: dict[str, Throttle] = {}
+        self._client_refusals: dict[str, Throttle] = {}  # one per reason: a flood of one hides no other
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
                              window=settings.eject_window, rate=settings.eject_rate,
                              changed=self._health_changed)
@@ -114,6 +116,20 @@ class Gateway:
         except Exception as exc:  # the 401 must still go out
             self.failed(exchange, exc)
 
+    def client_refused(self, reason: str, client: str) -> None:
+        """A connection the connection guard refused or cut (gateway/connections.py): counted, and
+        logged at most a few lines a second per reason, with how many went unlogged since."""
+        self.metrics.client_refused(reason)
+        throttle = self._client_refusals.get(reason)
+        if throttle is None:
+            throttle = self._client_refusals[reason] = Throttle(per_second=5)
+        if throttle.allows():
+            self.access_log.event("client_refused", level="warning", reason=reason, client=client,
+                                  unlogged=throttle.denied)
+            throttle.denied = 0
+        else:
+            throttle.denied += 1
+
     def failed(self, exchange: Exchange, error: Exception) -> None:
         self.access_log.event("internal_error", level="error", request_id=exchange.request_id,
                               error=type(error).__name__)
@@ -126,6 +142,7 @@ class Throttle:
         self.per_second = per_second
         self._window = 0.0
         self._count = 0
+        self.denied = 0  # kept by the caller: events not allowed since the last one that was
 
     def allows(self) -> bool:
         now = time.monotonic()
@@ -168,7 +185,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         "draining", level="warning", seconds=settings.shutdown_delay, grace=settings.shutdown_grace))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await gateway.upstream.start()
         drain.install()
         # Start-up objects (modules, config, profiles) never die: out of the collector's sight, a
@@ -181,7 +198,10 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
             # must neither reload each worker on its own nor kill it, SIGHUP's default)
             loop.add_signal_handler(signal.SIGHUP, (lambda: None) if os.environ.get(SUPERVISED) else gateway.reload)
         try:
-            yield
+            # the server's state: what the connection protocol (gateway/connections.py) enforces and tells
+            # the auto cap leaves room for the pools of the config loaded at start
+            yield {LIMITS: Limits.from_settings(settings, gateway.router.config.upstream_connections),
+                   REFUSED: gateway.client_refused}
         finally:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)

@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -17,9 +18,11 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import SIGNALS
 
 from .accesslog import AccessLog
 from .config import Config, ConfigError, load
+from .connections import GuardedProtocol
 from .settings import SUPERVISED, Settings, is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +69,29 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 class _Supervisor(Multiprocess):
     """uvicorn's worker supervisor, refusing a SIGHUP reload whose config does not load (the
-    workers it would start could not serve; the old ones keep the old table), and telling the
-    metrics when a worker is gone, so that its in-flight gauge leaves the sum."""
+    workers it would start could not serve; the old ones keep the old table), coalescing the
+    SIGHUPs that arrive during a reload into one more, and telling the metrics when a worker is
+    gone, so that its in-flight gauge leaves the sum."""
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], settings_path: str) -> None:
         super().__init__(config, sockets)
         self._settings_path = settings_path
+
+    def handle_signals(self) -> None:
+        # The supervisor reads its queue only between reloads (a reload replaces the workers one
+        # by one and waits for each old one to drain): every HUP queued meanwhile asks for the
+        # same thing, one reload from the file as it is now. A stop wins over a reload.
+        queued = list(self.signal_queue)
+        del self.signal_queue[:len(queued)]
+        stopping = any(sig in (signal.SIGINT, signal.SIGTERM) for sig in queued)
+        reloaded = False
+        for sig in queued:
+            if sig == signal.SIGHUP and (stopping or reloaded):
+                continue
+            reloaded = reloaded or sig == signal.SIGHUP
+            handler = getattr(self, f"handle_{SIGNALS[sig].lower()}", None)
+            if handler is not None:
+                handler()
 
     def handle_hup(self) -> None:
         from .metrics import Metrics  # after PROMETHEUS_MULTIPROC_DIR is set
@@ -121,7 +141,7 @@ def serve(args: argparse.Namespace) -> None:
         from .metrics import serve_separately
         serve_separately(settings.metrics_port, settings.host)
     server_config = uvicorn.Config("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
-                                   workers=args.workers, loop="uvloop", http="httptools",
+                                   workers=args.workers, loop="uvloop", http=GuardedProtocol,
                                    log_level=settings.log_level, access_log=False,
                                    timeout_graceful_shutdown=int(settings.shutdown_grace))
     if args.workers > 1:
@@ -160,7 +180,7 @@ def demo(args: argparse.Namespace) -> None:
         uvicorn.Server(uvicorn.Config(simulator(), host="127.0.0.1", port=sim_port, log_level="warning",
                                       access_log=False, loop="uvloop", http="httptools")),
         uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning",
-                                      access_log=False, loop="uvloop", http="httptools")),
+                                      access_log=False, loop="uvloop", http=GuardedProtocol)),
     ]
     base = f"http://127.0.0.1:{args.port}/v1"
     alias = next(iter(config.models))

@@ -8,9 +8,12 @@ The tree::
     │   ├── Unsupported                400     invalid_request_error / unsupported_by_provider
     │   ├── Unauthorized               401     authentication_error / invalid_api_key
     │   ├── ModelNotFound              404     invalid_request_error / model_not_found
-    │   └── PayloadTooLarge            413     invalid_request_error / payload_too_large
+    │   ├── PayloadTooLarge            413     invalid_request_error / payload_too_large
+    │   ├── RequestTimeout             408     invalid_request_error / request_timeout  (connections.py)
+    │   └── HeadersTooLarge            431     invalid_request_error / headers_too_large  (connections.py)
     ├── InternalError                  500     server_error / internal_error (a bug of ours)
     ├── NoRouteAvailable               503     service_unavailable / provider_disabled
+    ├── TooManyConnections             503     service_unavailable / too_many_connections  (connections.py)
     └── UpstreamError                          what an upstream said or did, mapped once
         ├── UpstreamRejected           400     the upstream refused the request as invalid
         ├── ContentFiltered            400     code content_filter
@@ -90,6 +93,23 @@ class ModelNotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"
+
+
+# Answered by the connection guard (gateway/connections.py), before or instead of the app.
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+    code = "headers_too_large"
+
+
+class TooManyConnections(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "too_many_connections"
 
 
 class InternalError(GatewayError):

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from . import request as request_body
 from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
+from .connections import ANSWERED
 from .doors import CHAT, Door, Events, Request
 from .errors import (
     CLIENT_CLOSED,
@@ -114,8 +115,8 @@ class Handler:
         except GatewayError as exc:
             exchange.status, exchange.error_code = exc.status, exc.code
             await call.error(exc)
-        except ClientLeft:
-            exchange.status, exchange.error_code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
+        except ClientLeft:  # or the server answered a body that stopped arriving itself (connections.py)
+            exchange.status, exchange.error_code = scope.get(ANSWERED) or (CLIENT_CLOSED_STATUS, CLIENT_CLOSED)
         except asyncio.CancelledError:
             # Either the client went away (the upstream request was cancelled with it), or the server
             # is shutting down past its grace: the client is told, and the access log line is the

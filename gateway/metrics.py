@@ -31,6 +31,7 @@ from prometheus_client import (
 )
 
 from . import __version__
+from .connections import REASONS as CLIENT_REFUSAL_REASONS
 from .doors import DOORS
 from .errors import CLIENT_CLOSED, CODES, SHUTDOWN, UPSTREAM_CODES
 from .exchange import GAP_BOUNDS, Exchange
@@ -73,6 +74,10 @@ BUILD = Gauge("gateway_build_info", "The running build: always 1", ["version", "
 RELOADS = Counter("gateway_config_reloads", "Config reloads by result (success, failure)", ["result"])
 LOADED = Gauge("gateway_config_loaded_timestamp_seconds", "When the config in force was loaded (Unix time)",
                multiprocess_mode="max")
+# --- Hardening: client connections (issue 11) ---
+CLIENT_REFUSED = Counter("gateway_client_refused", "Client connections refused or cut by the connection guard "
+                         "(gateway/connections.py), by reason", ["reason"])
+# --- end of hardening: client connections ---
 
 
 class _Children:
@@ -111,7 +116,8 @@ def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
 
 #: the request outcomes worth a series from the start: before any provider, and on a provider
 _BEFORE_ANY_PROVIDER = ("invalid_request", "unsupported_by_provider", "provider_disabled", "internal_error")
-_UNKNOWN_MODEL = ("model_not_found", "invalid_request", "invalid_api_key", "payload_too_large", CLIENT_CLOSED)
+_UNKNOWN_MODEL = ("model_not_found", "invalid_request", "invalid_api_key", "payload_too_large", CLIENT_CLOSED,
+                  "request_timeout")
 _ON_A_PROVIDER = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, SHUTDOWN, "internal_error")
 _MID_STREAM = ("upstream_error", "upstream_timeout", SHUTDOWN, "internal_error")  # 200 sent, then it failed
 
@@ -126,6 +132,7 @@ class Metrics:
         self.ttft, self.gaps, self.tokens = _Children(TTFT), _Children(GAPS), _Children(TOKENS)
         self.attempts, self.rejections = _Children(ATTEMPTS), _Children(REJECTIONS)
         self.provider_up, self.overhead = _Children(PROVIDER_UP), _Children(OVERHEAD)
+        self.client_refusals = _Children(CLIENT_REFUSED)
         BUILD.labels(__version__, platform.python_version()).set(1)
         for result in ("success", "failure"):
             RELOADS.labels(result)
@@ -146,6 +153,8 @@ class Metrics:
                 self.attempts(name, outcome)
         for phase in ("request", "response"):
             self.overhead(phase)
+        for reason in CLIENT_REFUSAL_REASONS:  # hardening: client connections
+            self.client_refusals(reason)
         for door in FRONTDOORS:
             for code in _UNKNOWN_MODEL:
                 self.requests("unknown", "none", str(CODES[code]), code, door)
@@ -173,6 +182,9 @@ class Metrics:
     def health_changed(self, provider: str, up: bool) -> None:
         """The one rule: up exactly when enabled and not ejected."""
         self.provider_up(provider).set(1 if up and self._enabled.get(provider, False) else 0)
+
+    def client_refused(self, reason: str) -> None:
+        self.client_refusals(reason).inc()
 
     @staticmethod
     def reloaded(ok: bool) -> None:

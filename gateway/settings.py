@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: set by the CLI for worker processes under its supervisor (``--workers N``): a reload there is a
@@ -50,6 +50,27 @@ class Settings(BaseSettings):
     request_deadline: float = 900.0
     #: seconds a stored Response (/v1/responses, ``store``) is kept for ``previous_response_id`` (issue 13)
     responses_ttl: float = 3600.0
+
+    # --- Hardening: client connections (issue 11; enforced by gateway/connections.py) ---
+    #: seconds a new connection may stay silent before the first byte of its first request
+    client_idle_timeout: PositiveFloat = 10.0
+    #: seconds from a request's first byte to the end of its headers (else 408)
+    client_header_timeout: PositiveFloat = 10.0
+    #: seconds a request body may go without a byte (else 408) ...
+    client_body_timeout: PositiveFloat = 30.0
+    #: ... and seconds the whole body may take from the end of the headers (a drip)
+    client_body_deadline: PositiveFloat = 120.0
+    #: seconds a client may leave the gateway unable to write to it (it stopped reading)
+    client_write_timeout: PositiveFloat = 60.0
+    #: seconds an idle keep-alive connection is kept after its last response
+    keepalive_timeout: PositiveFloat = 5.0
+    #: open client connections per process; 0: from the file-descriptor limit (RLIMIT_NOFILE soft),
+    #: less room for upstream connections
+    max_connections: NonNegativeInt = 0
+    #: the request line and headers together (else 431)
+    max_header_bytes: PositiveInt = 32 * 1024
+    max_headers: PositiveInt = 100
+    # --- end of hardening: client connections ---
 
     @field_validator("log_level", mode="before")
     @classmethod

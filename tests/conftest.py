@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from gateway.app import create_app
+from gateway.connections import GuardedProtocol
 from gateway.settings import Settings
 from gateway.simulator import create_app as create_simulator
 from tests.servers import serve
@@ -78,9 +79,11 @@ def _fresh_simulator(request: pytest.FixtureRequest) -> None:
 
 
 def start_gateway(config: Path, **settings: Any) -> Any:
-    """A gateway on a free port, as a context manager yielding its base URL (request lines are
-    not logged unless the test asks for ``log_level="info"``)."""
-    return serve(create_app(Settings(config=str(config), **{"log_level": "warning", **settings})))
+    """A gateway on a free port, on the connection protocol `gateway serve` uses, as a context
+    manager yielding its base URL (request lines are not logged unless the test asks for
+    ``log_level="info"``)."""
+    return serve(create_app(Settings(config=str(config), **{"log_level": "warning", **settings})),
+                 http=GuardedProtocol)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,12 +44,13 @@ class Served:
 
 
 @contextmanager
-def gateway_process(config: Path, *args: str, **env: str) -> Iterator[Served]:
+def gateway_process(config: Path, *args: str, preexec_fn: Callable[[], None] | None = None,
+                    **env: str) -> Iterator[Served]:
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
     process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
                                 str(port), *args], cwd=ROOT, env={**environment, **env}, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
     reader.start()
@@ -59,6 +60,13 @@ def gateway_process(config: Path, *args: str, **env: str) -> Iterator[Served]:
         yield Served(process, url, lines)
     finally:
         stop(process)
+
+
+def worker_pids(served: Served) -> set[int]:
+    """The supervisor's serving workers (not multiprocessing's resource tracker); none without one."""
+    found = subprocess.run(["pgrep", "-P", str(served.process.pid), "-f", "spawn_main"], capture_output=True,
+                           text=True).stdout.split()
+    return {int(pid) for pid in found}
 
 
 def wait_until(check, what: str, timeout: float = 20, log: list[str] | None = None) -> None:
@@ -168,10 +176,13 @@ def test_metrics_on_their_own_port(config: Path) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sighup_reloads_and_an_invalid_file_keeps_the_old_table(config: Path, workers: str) -> None:
     with gateway_process(config, "--workers", workers) as served:
+        before = worker_pids(served)
         config.write_text(config.read_text() + "  glm-new:\n    - {provider: toapis, model: glm-5}\n")
         served.process.send_signal(signal.SIGHUP)
-        # every worker replaced (one by one): ten answers in a row from the new table
-        wait_until(lambda: all(chat(served.url, "glm-new").status_code == 200 for _ in range(10)),
+        # every worker replaced (one by one; ten answers in a row from the new table may all come
+        # from the first new worker while the second old one still runs): then the new alias
+        wait_until(lambda: len(now := worker_pids(served)) == len(before) and not now & before
+                   and all(chat(served.url, "glm-new").status_code == 200 for _ in range(10)),
                    what="the new alias on every worker", log=served.lines)
         good = config.read_text()
         for broken, problem in (("providers: [broken\n", "(yaml)"),
