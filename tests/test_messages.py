@@ -253,3 +253,16 @@ def test_documents_go_only_to_a_route_that_takes_file_parts(client: anthropic.An
     with pytest.raises(anthropic.BadRequestError) as raised:
         client.messages.create(model="glm-token360", max_tokens=50, messages=[{"role": "user", "content": content}])
     assert "file" in raised.value.body["error"]["message"]
+
+
+def test_budget_tokens_become_siliconflows_thinking_budget_checked_against_its_range(
+        client: anthropic.Anthropic, sim: Simulator) -> None:
+    client.messages.create(model="glm-siliconflow", max_tokens=500, messages=[user("why")],
+                           thinking={"type": "enabled", "budget_tokens": 2048})
+    sent = sim.last("siliconflow")["body"]
+    assert sent["enable_thinking"] is True and sent["thinking_budget"] == 2048
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model="glm-siliconflow", max_tokens=500, messages=[user("why")],
+                               thinking={"type": "enabled", "budget_tokens": 100_000})
+    message = raised.value.body["error"]["message"]
+    assert message.startswith("thinking.budget_tokens 100000 is outside [128, 32768]") and "siliconflow" in message

@@ -202,3 +202,39 @@ def test_a_failure_mid_stream_is_response_failed(client: openai.OpenAI, sim: Sim
 def test_a_client_that_leaves_mid_stream_cancels_the_upstream_request(door: str, sim: Simulator) -> None:
     leave_mid_stream(sim, door, "/v1/responses", {"input": "hi"}, {"Authorization": f"Bearer {CLIENT_KEY}"},
                      b"response.created")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_answer_cut_by_max_output_tokens_is_incomplete(client: openai.OpenAI, streamed: bool) -> None:
+    ask = {"model": "glm-toapis", "input": "one two three four five six", "max_output_tokens": 3}
+    if streamed:  # the SDK's get_final_response() waits for response.completed only: the API sends this
+        with client.responses.stream(**ask) as stream:
+            last = list(stream)[-1]
+        assert last.type == "response.incomplete"
+        answer = last.response
+    else:
+        answer = client.responses.create(**ask)
+    assert answer.status == "incomplete" and answer.incomplete_details.reason == "max_output_tokens"
+    assert answer.output_text == "Echo: one two"
+
+
+def test_the_store_keeps_responses_for_their_ttl_within_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.doors import responses_store
+    from gateway.doors.responses_store import ResponseStore, made_here, new_response_id
+
+    now = [1000.0]
+    monkeypatch.setattr(responses_store.time, "monotonic", lambda: now[0])
+    store = ResponseStore(ttl=10, max_count=3, max_bytes=2000)
+    ids = [new_response_id() for _ in range(5)]
+    for response_id in ids[:4]:
+        store.put({"id": response_id}, [{"role": "user", "content": "hi"}])
+    assert store.response(ids[0]) is None and store.response(ids[1]) == {"id": ids[1]}  # count: oldest out
+    assert store.conversation(ids[3]) == [{"role": "user", "content": "hi"}]
+    store.put({"id": ids[4]}, [{"role": "user", "content": "x" * 1500}])  # bytes: the oldest make room
+    assert store.response(ids[4]) is not None and store.response(ids[1]) is None
+    now[0] += 11
+    assert store.response(ids[4]) is None  # expired
+    assert store.delete(ids[4]) is False
+    store.put({"id": "resp_big"}, [{"content": "y" * 3000}])  # larger than the whole store: not kept
+    assert store.response("resp_big") is None
+    assert made_here(ids[0]) and not made_here("resp_1_abc") and not made_here("resp_nonsense")
