@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 
@@ -47,13 +48,18 @@ def test_demo_serves_every_alias_keyless_and_prints_how_to_use_it() -> None:
         wait_for(f"http://127.0.0.1:{port}/readyz")
         with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as client:
             aliases = [m.id for m in client.models.list()]
-            assert len(aliases) == 5
+            assert len(aliases) == 7 and aliases[-2:] == ["claude-haiku-*", "claude-*"]
             for alias in aliases:
                 answer = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "Hello"}])
                 assert answer.choices[0].message.content == "Echo: Hello"
             streamed = client.chat.completions.create(model="glm-4.7", stream=True, reasoning_effort="high",
                                                       messages=[{"role": "user", "content": "Hello"}])
             assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "Echo: Hello"
+        # Claude Code's names reach an upstream through the patterns (README, "Front doors")
+        with anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="unused", max_retries=0) as claude:
+            message = claude.messages.create(model="claude-sonnet-4-5", max_tokens=100,
+                                             messages=[{"role": "user", "content": "Hello"}])
+            assert message.content[-1].text == "Echo: Hello" and message.model == "claude-sonnet-4-5"
     output = process.stdout.read() if process.stdout else ""
     assert f"Base URL: http://127.0.0.1:{port}/v1" in output
     assert "curl http://127.0.0.1" in output and "from openai import OpenAI" in output
