@@ -1,0 +1,87 @@
+"""The gateway's CPU per request, this tree against another: `python -m bench.cpu BASE_TREE`.
+
+Throughput on this shared 2-core machine swings by a fifth from one minute to the next, and a
+before/after of a few percent drowns in it. The server's own CPU time per request (user + system
+from /proc/PID/stat, around a wrk run at saturation) moves much less. Each round starts this tree's
+gateway and the other's on bench's canned nginx upstream, one after the other (the order swapped
+every round: it matters), and the medians over the rounds are printed with their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.procs import WORK_DIR, free_port, stop_all, wait_port
+from bench.upstream import request_body, start_upstream
+from bench.wrk import run_wrk, write_script
+
+HERE = Path(__file__).resolve().parent.parent
+KEY = "sk-bench-cpu"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(tree: Path, upstream: str, kind: str, seconds: float, work: Path) -> tuple[float, float]:
+    """CPU microseconds per request and requests/s of ``tree``'s gateway, one worker."""
+    config = work / f"cpu-{tree.name}.yaml"
+    own = tree / "bench" / "gateway.yaml"  # the tree's own bench config: it may not know a newer key
+    config.write_text(string.Template(own.read_text()).substitute(BENCH_UPSTREAM=upstream, BENCH_SIM=upstream))
+    port = free_port()
+    gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+                               cwd=tree, env={**os.environ, "GATEWAY_API_KEYS": KEY, "PYTHONPATH": str(tree)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, gateway, 30)
+        time.sleep(0.5)
+        model = "glm-bench-stream" if kind == "stream" else "glm-bench"
+        script = write_script(work / "cpu.lua", request_body(model, stream=kind == "stream"),
+                              {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}, None)
+        before = cpu_seconds(gateway.pid)
+        result = run_wrk(f"http://127.0.0.1:{port}/v1/chat/completions", script, seconds=seconds, connections=32)
+        used = cpu_seconds(gateway.pid) - before
+        return used / max(result.requests, 1) * 1e6, result.rps
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__.split("\n")[0])
+    parser.add_argument("base", type=Path, help="another checkout of the gateway (e.g. a git worktree)")
+    parser.add_argument("--tree", type=Path, default=HERE, help="the tree measured as 'this' (default: this one)")
+    parser.add_argument("--kind", choices=("json", "stream"), default="json")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=8)
+    args = parser.parse_args()
+    work = WORK_DIR / "cpu"
+    work.mkdir(parents=True, exist_ok=True)
+    trees = {"this": args.tree.resolve(), "base": args.base.resolve()}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
+    rps: dict[str, list[float]] = {name: [] for name in trees}
+    _, port = start_upstream(work)
+    try:
+        for round_ in range(args.rounds):
+            for name in (("this", "base") if round_ % 2 == 0 else ("base", "this")):
+                us, rate = one_run(trees[name], f"http://127.0.0.1:{port}", args.kind, args.seconds, work)
+                cpu[name].append(us)
+                rps[name].append(rate)
+                print(f"round {round_ + 1} {name:4} {us:7.1f} us/request {rate:8.0f} req/s", flush=True)
+    finally:
+        stop_all()
+    this, base = statistics.median(cpu["this"]), statistics.median(cpu["base"])
+    print(f"{args.kind}: median CPU per request {this:.1f} us (this tree) vs {base:.1f} us (base): {this / base:.3f}x; "
+          f"median req/s {statistics.median(rps['this']):.0f} vs {statistics.median(rps['base']):.0f}")
+
+
+if __name__ == "__main__":
+    main()
