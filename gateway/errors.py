@@ -28,7 +28,8 @@ The tree::
 An UpstreamError says what may follow it: ``retryable`` (another route may answer: fall back) and
 ``retry_same`` (the same provider may answer a second try: retry it, issue 10).
 
-The envelope is OpenAI's: ``{"error": {"message", "type", "param", "code"}}``. Messages never
+The envelope is OpenAI's: ``{"error": {"message", "type", "param", "code"}}``; the Messages front
+door renders the same errors, status for status, in Anthropic's (``gateway/doors``). Messages never
 carry a stack trace or a key: they are built from the request and from what the upstream said.
 """
 
