@@ -227,6 +227,12 @@ def bounded(text: str, limit: int = 256) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+def led_by(name: str, param: str, text: str) -> str:
+    """``text`` about the chat field ``param``, led by ``name``, the client's own name for it (a
+    front door's envelope may carry no ``param``)."""
+    return name + text[len(param):] if text.startswith(param) else f"{name}: {text}"
+
+
 def quoted(value: object, limit: int = 256) -> str:
     """``repr(value)``, bounded: how an error message quotes what the client sent."""
     if isinstance(value, str) and len(value) > limit:

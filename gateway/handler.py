@@ -36,6 +36,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    led_by,
 )
 from .exchange import Attempt, Exchange
 from .health import Health
@@ -272,8 +273,7 @@ def _as_sent(error: ClientError, request: Request) -> ClientError:
         return error
     param = request.client_param(error.param)
     if param is not None and error.param is not None:
-        error.message = (param + error.message[len(error.param):] if error.message.startswith(error.param)
-                         else f"{param}: {error.message}")
+        error.message = led_by(param, error.param, error.message)
         error.param = param
     return error
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import quoted
+from .errors import led_by, quoted
 from .profiles import Limits, Profile
 from .thinking import Intent
 
@@ -30,7 +30,7 @@ class Rejection:
         problem = self.problem
         name = named(self.param) if named is not None else None
         if name is not None:
-            problem = name + problem[len(self.param):] if problem.startswith(self.param) else f"{name}: {problem}"
+            problem = led_by(name, self.param, problem)
         return f"{problem} for {provider}" + (f" ({doc})" if doc else "")
 
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 REASONING, TEXT, TOOL = "reasoning", "text", "tool"
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    """One named SSE event without its terminating blank line (the relay frames a read's events
+    together)."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data)
 
 
 class Blocks:

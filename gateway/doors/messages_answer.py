@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError
-from .blocks import REASONING, TEXT, Blocks
+from .blocks import REASONING, TEXT, Blocks, event
 from .messages_request import RAW_ARGUMENTS
 from .translated import as_object
 
@@ -82,11 +82,6 @@ def message(answer: dict[str, Any], model: str, request_id: str) -> dict[str, An
     return {"id": message_id(request_id), "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
             "stop_sequence": None, "usage": usage_of(answer.get("usage"))}
-
-
-def event(name: str, data: dict[str, Any]) -> bytes:
-    """One event without its terminating blank line (the relay frames a read's events together)."""
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data)
 
 
 PING = event("ping", {"type": "ping"})

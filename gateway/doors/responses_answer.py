@@ -12,10 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from ..errors import GatewayError
-from .blocks import REASONING, TEXT, Blocks
+from .blocks import REASONING, TEXT, Blocks, event
 from .responses_request import Needs, encrypted
 from .translated import as_object
 
@@ -119,10 +117,6 @@ def assistant_turn(said: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def event(data: dict[str, Any]) -> bytes:
-    return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data)
-
-
 class ResponseEvents(Blocks):
     """The semantic event stream of one Response; ``finished`` is told the final Response and the
     assistant's chat message when the stream completes (the store keeps them)."""
@@ -140,7 +134,7 @@ class ResponseEvents(Blocks):
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        return event(data)
+        return event(kind, data)
 
     def chunk(self, chunk: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
