@@ -12,6 +12,7 @@ Every label set a dashboard needs from the first event is created at 0 when a co
 
 from __future__ import annotations
 
+import bisect
 import os
 import platform
 import re
@@ -191,10 +192,10 @@ class Metrics:
         RELOADS.labels("success" if ok else "failure").inc()
 
     def started(self) -> None:
-        INFLIGHT.inc()
+        _add(INFLIGHT, 1)
 
     def finished(self, exchange: Exchange) -> None:
-        INFLIGHT.dec()
+        _add(INFLIGHT, -1)
         self.record(exchange)
 
     def record(self, exchange: Exchange, timed: bool = True) -> None:
@@ -203,29 +204,45 @@ class Metrics:
         model = exchange.alias if exchange.alias in self.aliases else "unknown"
         provider = exchange.provider or "none"
         code = exchange.code if exchange.code in CODES or exchange.code == "ok" else "internal_error"
-        self.requests(model, provider, str(exchange.status), code, exchange.frontdoor).inc()
+        _add(self.requests(model, provider, str(exchange.status), code, exchange.frontdoor), 1)
         if timed:
-            self.duration(model, provider, "true" if exchange.stream else "false").observe(exchange.latency())
+            _observe(self.duration(model, provider, "true" if exchange.stream else "false"), exchange.latency())
         for attempt in exchange.attempts:
-            self.attempts(attempt.provider, attempt.outcome).inc()
+            _add(self.attempts(attempt.provider, attempt.outcome), 1)
             if attempt.headers is not None:
-                self.ttfb(attempt.provider).observe(attempt.headers)
+                _observe(self.ttfb(attempt.provider), attempt.headers)
         for name, param in exchange.rejections:
-            self.rejections(name, _INDEX.sub("[]", param)).inc()
+            _add(self.rejections(name, _INDEX.sub("[]", param)), 1)
         if exchange.attempts and exchange.received is not None:
-            self.overhead("request").observe(exchange.attempts[0].started - exchange.received)
+            _observe(self.overhead("request"), exchange.attempts[0].started - exchange.received)
         if exchange.upstream_done is not None and exchange.ended is not None:
-            self.overhead("response").observe(exchange.ended - exchange.upstream_done)
+            _observe(self.overhead("response"), exchange.ended - exchange.upstream_done)
         if exchange.first_reasoning is not None:
-            self.ttft(model, provider, "reasoning").observe(exchange.first_reasoning)
+            _observe(self.ttft(model, provider, "reasoning"), exchange.first_reasoning)
         if exchange.first_content is not None:
-            self.ttft(model, provider, "content").observe(exchange.first_content)
+            _observe(self.ttft(model, provider, "content"), exchange.first_content)
         if exchange.gap_counts is not None:
             add_counts(self.gaps(model, provider), exchange.gap_counts, exchange.gap_sum)
         if exchange.usage:
             for kind, count in _tokens(exchange.usage):
                 if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-                    self.tokens(model, provider, kind).inc(count)
+                    _add(self.tokens(model, provider, kind), count)
+
+
+# The per-request writes go to prometheus_client's value objects directly (``_value``, ``_sum``,
+# ``_buckets``, ``_upper_bounds``; tests/test_metrics.py checks them against the public methods):
+# its public inc() and observe() re-check the metric on every call and scan a histogram's bounds in
+# Python, 12 us of a JSON request's ~270 us of CPU in bench/, a third of that after.
+
+def _add(metric: Any, amount: float) -> None:
+    """A counter's or gauge's ``inc(amount)`` (a gauge's ``dec`` with a negative amount)."""
+    metric._value.inc(amount)
+
+
+def _observe(histogram: Any, amount: float) -> None:
+    """``histogram.observe(amount)``: the first bucket whose bound is at least it (the last is +Inf)."""
+    histogram._sum.inc(amount)
+    histogram._buckets[bisect.bisect_left(histogram._upper_bounds, amount)].inc(1)
 
 
 def add_counts(histogram: Any, counts: list[int], total: float) -> None:

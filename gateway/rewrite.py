@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from . import profiles, thinking
+from . import thinking
 from .profiles import Profile
 from .thinking import Intent
 
@@ -47,7 +47,7 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
     # nulls are not sent at all
     out = {name: value for name, value in body.items() if value is not None}
     dropped = [name for name in CONTROL_FIELDS if out.pop(name, None) is not None]
-    dropped += [name for name in sorted(profiles.foreign_fields(profile)) if out.pop(name, None) is not None]
+    dropped += [name for name in profile.foreign_fields if out.pop(name, None) is not None]
     out["model"] = model
     out["stream"] = stream
     max_completion = out.pop("max_completion_tokens", None)

@@ -14,11 +14,11 @@ import httpx
 import openai
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.exchange import GAP_BOUNDS, Exchange
-from gateway.metrics import add_counts
+from gateway.metrics import _add, _observe, add_counts
 from tests.conftest import CLIENT_KEY, Simulator, config_text, start_gateway
 from tests.servers import serve
 from tests.upstreams import Lingering
@@ -306,3 +306,27 @@ def test_binned_gaps_add_up_to_plain_observations() -> None:
         return [line for line in generate_latest(registry).decode().splitlines() if line.startswith(("g_bucket",
                 "g_count", "g_sum"))]
     assert samples(binned) == samples(plain)
+
+
+def test_the_direct_writes_expose_what_the_public_methods_do() -> None:
+    """Per request the metrics write to prometheus_client's values directly (metrics.py): a
+    histogram's bucket edges, +Inf and the sum, a counter's and a gauge's value, must read the same."""
+    plain, direct = CollectorRegistry(), CollectorRegistry()
+    bounds = (0.005, 0.01, 0.1, 1, 10)
+    families = [(Histogram("h", "h", buckets=bounds, registry=r), Counter("c", "c", registry=r),
+                 Gauge("i", "i", registry=r)) for r in (plain, direct)]
+    (histogram, counter, gauge), (histogram2, counter2, gauge2) = families
+    for value in [0.0, *bounds, 11.0, 1e9, *(random.expovariate(3) for _ in range(200))]:
+        histogram.observe(value)
+        _observe(histogram2, value)
+        counter.inc(value)
+        _add(counter2, value)
+        gauge.inc()
+        gauge.dec(0.5)
+        _add(gauge2, 1)
+        _add(gauge2, -0.5)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines()
+                if not line.startswith("#") and "_created" not in line]
+    assert samples(direct) == samples(plain)

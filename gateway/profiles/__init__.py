@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ class Profile:
     quota: Quota = Quota()
     #: the only upstream models that take the dialect's on/off switch (None: every model)
     thinking_models: frozenset[str] | None = None
-    #: body fields outside OpenAI's API that this upstream's page documents (see foreign_fields())
+    #: body fields outside OpenAI's API that this upstream's page documents (see foreign_fields)
     extra_fields: frozenset[str] = frozenset()
 
     def with_overrides(self, limits: Mapping[str, Any] | None, thinking: str | None, where: str) -> Profile:
@@ -117,6 +117,13 @@ class Profile:
         if thinking is not None:
             changes["thinking"] = thinking_dialect(thinking, where + ".thinking")
         return dataclasses.replace(self, **changes) if changes else self
+
+    @cached_property
+    def foreign_fields(self) -> tuple[str, ...]:
+        """Another dialect's fields, in order: what some built-in page documents and this one does
+        not (siliconflow's top_k, say, sent to an upstream that never heard of it). Worked out once
+        per profile: the rewrite drops them from every request."""
+        return tuple(sorted(_all_extra_fields() - self.extra_fields))
 
 
 # Each limit's kind: how its YAML value is checked and converted.
@@ -218,12 +225,6 @@ def names() -> list[str]:
 @cache
 def _all_extra_fields() -> frozenset[str]:
     return frozenset().union(*(builtin(n).extra_fields for n in names()))
-
-
-def foreign_fields(profile: Profile) -> frozenset[str]:
-    """Another dialect's fields for ``profile``: what some built-in page documents and its own
-    does not (siliconflow's top_k, say, sent to an upstream that never heard of it)."""
-    return _all_extra_fields() - profile.extra_fields
 
 
 @cache
