@@ -15,6 +15,8 @@ Format (issue 4)::
     models:
       ALIAS:
         - {provider: NAME, model: upstream-model, weight: 3}   # weight: optional, load balancing
+    keys: {...}                       # optional: virtual keys, their limits and budgets (gateway/keys.py)
+    prices: {...}                     # optional: USD per million tokens by route (gateway/prices.py)
 
 ``${VAR}`` and ``${VAR:-default}`` are read from the environment. An unset ``api_key`` variable
 disables its provider with a warning (users often hold keys for only some upstreams); an unset
@@ -24,7 +26,6 @@ variable anywhere else, like any other mistake, is a :class:`ConfigError` naming
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +34,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import profiles
+from . import keys, prices, profiles
+from .keys import Key
+from .prices import Price
 from .profiles import Profile, ProfileError
+from .yamlvalues import VAR, ConfigError, expand, mapping, numbers, string
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PROVIDER_KEYS = {"profile", "base_url", "api_key", "limits", "thinking", "timeout", "retry", "pool"}
-
-
-class ConfigError(ValueError):
-    def __init__(self, path: str | Path, key: str, problem: str) -> None:
-        super().__init__(f"{path}: {key}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +109,8 @@ class Config:
     path: str
     providers: Mapping[str, Provider]
     models: Mapping[str, tuple[Route, ...]]
+    keys: Mapping[bytes, Key] = field(default_factory=dict)  # virtual keys by SHA-256 (gateway/keys.py)
+    prices: Mapping[tuple[str, str], Price] = field(default_factory=dict)  # (provider, upstream model)
 
     @property
     def upstream_connections(self) -> int:
@@ -119,74 +119,34 @@ class Config:
         return sum(p.pool.connections for p in self.providers.values() if p.enabled)
 
     def warnings(self) -> list[str]:
+        routed = {(r.provider.name, r.model) for routes in self.models.values() for r in routes}
         return [f"provider {p.name} is disabled: set {p.key_variable} to enable it"
-                for p in self.providers.values() if not p.enabled]
-
-
-def _expand(value: str, path: str, key: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise ConfigError(path, key, f"environment variable {name} is not set")
-    return _VAR.sub(one, value)
-
-
-def _mapping(value: Any, path: str, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(path, key, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _string(raw: Mapping[str, Any], name: str, path: str, key: str) -> str:
-    value = raw.get(name)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{key}.{name}", "required, a non-empty string")
-    return _expand(value, path, f"{key}.{name}")
+                for p in self.providers.values() if not p.enabled] + [
+                f"prices.{provider}/{model}: no alias routes to it, so it is never used"
+                for provider, model in self.prices if (provider, model) not in routed]
 
 
 def _api_key(raw: Mapping[str, Any], path: str, key: str) -> tuple[str | None, str | None]:
     value = raw.get("api_key")
     if not isinstance(value, str) or not value:
         raise ConfigError(path, f"{key}.api_key", "required: a key, or ${VARIABLE} to read it from")
-    match = _VAR.fullmatch(value)
+    match = VAR.fullmatch(value)
     if match and not os.environ.get(match.group(1)) and match.group(2) is None:
         return None, match.group(1)  # unset or empty (a blank line in an .env file): disabled
-    return _expand(value, path, f"{key}.api_key"), match.group(1) if match else None
-
-
-def _numbers(raw: Any, path: str, key: str, names: tuple[str, ...], aliases: Mapping[str, str] | None = None,
-             integers: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A mapping of positive numbers with known names (``aliases``: old name -> new name)."""
-    values: dict[str, Any] = {}
-    for written, value in _mapping(raw, path, key).items():
-        name = (aliases or {}).get(written, written)
-        if name not in names:
-            raise ConfigError(path, f"{key}.{written}", f"unknown; expected {', '.join(names)}")
-        if name in values:
-            raise ConfigError(path, f"{key}.{written}", f"given twice (as {written} and {name})")
-        if name in integers:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(path, f"{key}.{written}", f"expected a whole number of at least 1, got {value!r}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-            raise ConfigError(path, f"{key}.{written}", f"expected a positive number of seconds, got {value!r}")
-        values[name] = value if name in integers else float(value)
-    return values
+    return expand(value, path, f"{key}.api_key"), match.group(1) if match else None
 
 
 def _timeout(raw: Any, path: str, key: str) -> Timeout:
     if raw is None:
         return Timeout()
     # "read" was the name of "idle" before issue 10: still accepted
-    return Timeout(**_numbers(raw, path, key, ("connect", "first_byte", "idle", "total"), {"read": "idle"}))
+    return Timeout(**numbers(raw, path, key, ("connect", "first_byte", "idle", "total"), {"read": "idle"}))
 
 
 def _retry(raw: Any, path: str, key: str) -> Retry:
     if raw is None:
         return Retry()
-    retry = Retry(**_numbers(raw, path, key, ("attempts", "backoff_base", "backoff_max"), integers=("attempts",)))
+    retry = Retry(**numbers(raw, path, key, ("attempts", "backoff_base", "backoff_max"), integers=("attempts",)))
     if retry.backoff_base > retry.backoff_max:
         raise ConfigError(path, f"{key}.backoff_base", f"larger than backoff_max ({retry.backoff_max})")
     return retry
@@ -195,12 +155,12 @@ def _retry(raw: Any, path: str, key: str) -> Retry:
 def _pool(raw: Any, path: str, key: str) -> Pool:
     if raw is None:
         return Pool()
-    return Pool(**_numbers(raw, path, key, ("connections", "wait"), integers=("connections",)))
+    return Pool(**numbers(raw, path, key, ("connections", "wait"), integers=("connections",)))
 
 
 def _provider(name: str, raw: Any, path: str) -> Provider:
     key = f"providers.{name}"
-    raw = _mapping(raw, path, key)
+    raw = mapping(raw, path, key)
     unknown = set(raw) - _PROVIDER_KEYS
     if unknown:
         raise ConfigError(path, f"{key}.{sorted(unknown)[0]}",
@@ -220,7 +180,7 @@ def _provider(name: str, raw: Any, path: str) -> Provider:
         profile = profile.with_overrides(raw.get("limits"), thinking, key)
     except ProfileError as exc:
         raise ConfigError(path, exc.key, exc.problem) from None
-    base_url = _string(raw, "base_url", path, key)
+    base_url = string(raw, "base_url", path, key)
     try:
         parts = urlsplit(base_url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
@@ -241,8 +201,8 @@ def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) 
         raise ConfigError(path, key, "expected a non-empty list of {provider, model} routes")
     routes = []
     for i, item in enumerate(raw):
-        item = _mapping(item, path, f"{key}[{i}]")
-        provider = _string(item, "provider", path, f"{key}[{i}]")
+        item = mapping(item, path, f"{key}[{i}]")
+        provider = string(item, "provider", path, f"{key}[{i}]")
         if provider not in providers:
             raise ConfigError(path, f"{key}[{i}].provider", f"unknown provider {provider!r}; "
                               f"configured: {', '.join(providers) or 'none'}")
@@ -253,7 +213,7 @@ def _routes(alias: str, raw: Any, providers: Mapping[str, Provider], path: str) 
         if weight is not None and (not isinstance(weight, (int, float)) or isinstance(weight, bool)
                                    or not 0 <= weight < float("inf")):
             raise ConfigError(path, f"{key}[{i}].weight", f"expected a number >= 0, got {weight!r}")
-        routes.append(Route(providers[provider], _string(item, "model", path, f"{key}[{i}]"),
+        routes.append(Route(providers[provider], string(item, "model", path, f"{key}[{i}]"),
                             None if weight is None else float(weight)))
     return tuple(routes)
 
@@ -286,14 +246,15 @@ def load(path: str | Path) -> Config:
 
 
 def _table(raw: Any, path: str) -> Config:
-    raw = _mapping(raw, path, "(top level)")
-    unknown = set(raw) - {"providers", "models"}
+    raw = mapping(raw, path, "(top level)")
+    unknown = set(raw) - {"providers", "models", "keys", "prices"}
     if unknown:
-        raise ConfigError(path, sorted(unknown)[0], "unknown key; expected providers and models")
+        raise ConfigError(path, sorted(unknown)[0], "unknown key; expected providers, models, keys and prices")
     providers = {name: _provider(str(name), value, path)
-                 for name, value in _mapping(raw.get("providers") or {}, path, "providers").items()}
+                 for name, value in mapping(raw.get("providers") or {}, path, "providers").items()}
     models = {str(alias): _routes(str(alias), value, providers, path)
-              for alias, value in _mapping(raw.get("models") or {}, path, "models").items()}
+              for alias, value in mapping(raw.get("models") or {}, path, "models").items()}
     if not models:
         raise ConfigError(path, "models", "no model aliases: clients would have nothing to ask for")
-    return Config(path=path, providers=providers, models=models)
+    return Config(path=path, providers=providers, models=models, keys=keys.parse(raw.get("keys"), path, models),
+                  prices=prices.parse(raw.get("prices"), path, providers))

@@ -15,6 +15,7 @@ from .config import Config, Route
 from .errors import ModelNotFound, NoRouteAvailable, Unsupported, quoted
 from .thinking import Intent
 from .validate import Rejection, check
+from .yamlvalues import is_pattern
 
 
 class Router:
@@ -71,7 +72,3 @@ class Router:
                                for route, r in rejected[1:])
             message += f". Other routes of {quoted(body['model'])} rejected it too: {others}"
         raise Unsupported(message, param=named(first.param) if named else first.param)
-
-
-def is_pattern(alias: str) -> bool:
-    return any(c in alias for c in "*?[")

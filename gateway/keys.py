@@ -1,0 +1,193 @@
+"""Virtual keys (issue 14): who a client is, which models it may ask for, its limits and budget.
+
+Format, beside ``providers`` and ``models`` in the YAML (reloaded with them)::
+
+    keys:
+      search-app:
+        key_sha256: 9f86d0...          # the SHA-256 of the key, hex; or key: ${SEARCH_APP_KEY}
+        models: [glm-4.7, "glm-5*"]    # aliases or patterns it may ask for; absent: all
+        limits: {requests_per_minute: 600, tokens_per_minute: 200000, max_concurrent: 50}
+        budget: {usd_per_month: 200}   # and/or tokens_per_month, usd_per_day, tokens_per_day
+
+A key is found by the SHA-256 of what the client sent: one dict lookup whatever the number of keys,
+and no plaintext is kept. The keys of ``GATEWAY_API_KEYS`` are keys too, named ``env``, with no
+limits; with no key at all the gateway is open and every request's key is ``none``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from .yamlvalues import ConfigError, expand, is_pattern, mapping, numbers
+
+ENV = "env"  #: the name of GATEWAY_API_KEYS's keys in metrics and log lines
+OPEN = "none"  #: the key of every request when no keys are configured
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
+_BUDGETS = ("usd_per_month", "tokens_per_month", "usd_per_day", "tokens_per_day")
+_KEY_FIELDS = {"key", "key_sha256", "models", "limits", "budget"}
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Limits:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    unit: Literal["usd", "tokens"]
+    period: Literal["day", "month"]
+    cap: float
+
+    def current(self, now: float) -> tuple[str, float]:
+        """The period ``now`` (epoch seconds) falls in, as its name (``2026-12``, ``2026-12-01``,
+        UTC), and the epoch second it ends."""
+        day = datetime.fromtimestamp(now, UTC)
+        if self.period == "day":
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start.strftime("%Y-%m-%d"), start.timestamp() + 86400
+        days = calendar.monthrange(day.year, day.month)[1]
+        start = datetime(day.year, day.month, 1, tzinfo=UTC)
+        return start.strftime("%Y-%m"), start.timestamp() + days * 86400
+
+    @property
+    def name(self) -> str:
+        return f"{self.unit}_per_{self.period}"
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    models: tuple[str, ...] | None = None  # None: every alias
+    limits: Limits = Limits()
+    budgets: tuple[Budget, ...] = ()
+    _exact: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.models is not None:
+            object.__setattr__(self, "_exact", frozenset(self.models))
+            object.__setattr__(self, "_patterns", tuple(m for m in self.models if is_pattern(m)))
+
+    @property
+    def limited(self) -> bool:
+        """Whether admission has anything to count for this key."""
+        return self.limits != _NO_LIMITS or bool(self.budgets)
+
+    def allows(self, alias: str, model: str) -> bool:
+        """May this key ask for ``model`` (which routes as ``alias``)?"""
+        if self.models is None or alias in self._exact or model in self._exact:
+            return True
+        return any(fnmatchcase(model, pattern) for pattern in self._patterns)
+
+    def lists(self, alias: str) -> bool:
+        """Whether ``/v1/models`` shows this key the alias."""
+        return self.models is None or alias in self._exact or any(fnmatchcase(alias, p) for p in self._patterns)
+
+
+_NO_LIMITS = Limits()
+UNLIMITED_ENV, UNLIMITED_OPEN = Key(ENV), Key(OPEN)
+
+
+class Keys:
+    """Every key the gateway takes, by the SHA-256 of its plaintext."""
+
+    def __init__(self, configured: Mapping[bytes, Key], env_keys: Iterable[str] = ()) -> None:
+        self._by_digest = {digest(k): UNLIMITED_ENV for k in env_keys}
+        self._by_digest.update(configured)  # a configured key wins over the same one in GATEWAY_API_KEYS
+
+    def __bool__(self) -> bool:
+        return bool(self._by_digest)
+
+    def find(self, token: str | None) -> Key | None:
+        if not self._by_digest:
+            return UNLIMITED_OPEN
+        return None if token is None else self._by_digest.get(digest(token))
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(k.name for k in self._by_digest.values())
+
+
+def parse(raw: Any, path: str, aliases: Iterable[str]) -> dict[bytes, Key]:
+    """The ``keys:`` section, checked: each key's digest -> its Key."""
+    keys: dict[bytes, Key] = {}
+    aliases = list(aliases)
+    for name, value in mapping(raw or {}, path, "keys").items():
+        where = f"keys.{name}"
+        name = str(name)
+        if not _NAME.fullmatch(name) or name in (ENV, OPEN):
+            raise ConfigError(path, where, f"a key's name is a metric label: letters, digits, '_', '.', '-' "
+                              f"(at most 64), and not {ENV!r} or {OPEN!r}")
+        value = mapping(value, path, where)
+        unknown = set(value) - _KEY_FIELDS
+        if unknown:
+            raise ConfigError(path, f"{where}.{sorted(unknown)[0]}",
+                              f"unknown; expected {', '.join(sorted(_KEY_FIELDS))}")
+        key_digest = _digest_of(value, path, where)
+        if key_digest in keys:
+            raise ConfigError(path, where, f"the same key as keys.{keys[key_digest].name}")
+        keys[key_digest] = Key(name, _models(value.get("models"), path, f"{where}.models", aliases),
+                               Limits(**numbers(value.get("limits") or {}, path, f"{where}.limits", _LIMITS,
+                                                integers=_LIMITS)),
+                               _budgets(value.get("budget"), path, f"{where}.budget"))
+    return keys
+
+
+def _digest_of(value: Mapping[str, Any], path: str, where: str) -> bytes:
+    if ("key" in value) == ("key_sha256" in value):
+        raise ConfigError(path, where, "needs one of key_sha256 (hex) or key (e.g. ${APP_KEY})")
+    if "key_sha256" in value:
+        hex_digest = value["key_sha256"]
+        if not isinstance(hex_digest, str) or not _HEX_DIGEST.fullmatch(hex_digest.lower()):
+            raise ConfigError(path, f"{where}.key_sha256", "expected 64 hex digits (gateway key new NAME prints them)")
+        return bytes.fromhex(hex_digest)
+    plain = value["key"]
+    if not isinstance(plain, str) or not plain:
+        raise ConfigError(path, f"{where}.key", "expected a non-empty string, e.g. ${APP_KEY}")
+    plain = expand(plain, path, f"{where}.key")
+    if not plain:
+        raise ConfigError(path, f"{where}.key", "empty once its variables are read")
+    return digest(plain)
+
+
+def _models(raw: Any, path: str, where: str, aliases: list[str]) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(m, str) and m for m in raw):
+        raise ConfigError(path, where, "expected a list of aliases or patterns")
+    for i, model in enumerate(raw):
+        if not any(model == a or fnmatchcase(model, a) or fnmatchcase(a, model) for a in aliases):
+            raise ConfigError(path, f"{where}[{i}]", f"{model!r} is no configured alias and matches none")
+    return tuple(raw)
+
+
+def _budgets(raw: Any, path: str, where: str) -> tuple[Budget, ...]:
+    if raw is None:
+        return ()
+    caps = numbers(raw, path, where, _BUDGETS, unit="dollars or tokens")
+    return tuple(Budget(name.split("_")[0], name.rsplit("_", 1)[1], cap)  # type: ignore[arg-type]
+                 for name, cap in caps.items())
+
+
+def new_key(name: str) -> tuple[str, str]:
+    """A fresh random key for ``name``, and the YAML lines that configure it by its hash."""
+    if not _NAME.fullmatch(name) or name in (ENV, OPEN):
+        raise ValueError(f"{name!r}: letters, digits, '_', '.', '-' (at most 64), and not {ENV!r} or {OPEN!r}")
+    plain = "sk-glmgw-" + secrets.token_urlsafe(32)
+    return plain, f"keys:\n  {name}:\n    key_sha256: {digest(plain).hex()}\n"
