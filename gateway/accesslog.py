@@ -1,6 +1,6 @@
 """JSON lines on stdout: one per request and one per upstream attempt, plus operational events.
 
-Who asked for what, where it went, how it ended. Never a key, and never a message body
+Who asked for what, where it went, how it ended. Never a key (``key`` is its configured name), nor a message body
 (``GATEWAY_LOG_BODIES=true`` adds the body the upstream was sent, for debugging).
 
 Written straight to stdout's file descriptor through a buffer of our own rather than through
@@ -75,6 +75,7 @@ class AccessLog:
             "status": exchange.status, "error": exchange.error_code, "attempts": len(exchange.attempts),
             "latency_ms": _ms(exchange.latency()), "ttfb_ms": _ms(exchange.ttfb),
             "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+            "key": exchange.key or None, "cost_usd": round(exchange.cost_usd, 8),
         }
         if exchange.dropped:
             line["dropped"] = exchange.dropped

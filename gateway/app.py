@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from . import config as config_file
 from .accesslog import AccessLog
+from .admission import KeyLimits
 from .attempts import RetryBudget
 from .auth import ClientAuth
 from .config import Config, ConfigError
@@ -29,11 +30,13 @@ from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
 from .handler import Handler, new_id
 from .health import Health
+from .keys import KEY, UNLIMITED_OPEN, Key, Keys
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
 from .routing import Router
 from .settings import SUPERVISED, Settings
 from .shutdown import Drain
+from .state import State
 from .upstream import Upstream
 
 
@@ -52,16 +55,21 @@ class Gateway:
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
                              window=settings.eject_window, rate=settings.eject_rate,
                              changed=self._health_changed)
+        self.limits = KeyLimits(_shared_state(settings), fail=settings.redis_fail, lease_ttl=settings.lease_ttl,
+                                default_estimate=settings.token_estimate, up=self.metrics.shared_state,
+                                told=lambda event, fields: self.access_log.event(event, level="warning", **fields))
         self._use(config)
 
     def _use(self, config: Config) -> None:
         self.router = Router(config)  # requests in flight keep the router they started with
+        self.keys = Keys(config.keys, self.settings.client_keys)
         self.upstream.configure(config.providers.values())
         self.loaded_at = int(time.time())
         providers = config.providers.values()
         self.metrics.configure({alias: [r.provider.name for r in routes] for alias, routes in config.models.items()},
                                {p.name: p.enabled for p in providers},
-                               ejected=[p.name for p in providers if self.health.ejected(p.name)])
+                               ejected=[p.name for p in providers if self.health.ejected(p.name)],
+                               keys=self.keys.names)
 
     def _health_changed(self, provider: str, up: bool) -> None:
         self.metrics.health_changed(provider, up)
@@ -187,6 +195,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await gateway.upstream.start()
+        gateway.limits.start()
         drain.install()
         # Start-up objects (modules, config, profiles) never die: out of the collector's sight, a
         # full collection under load walks only what requests allocate.
@@ -206,6 +215,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)
             drain.uninstall()
+            await gateway.limits.stop()
             await gateway.upstream.close()
             gateway.access_log.flush()
 
@@ -218,7 +228,8 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
                               max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
                               observer=gateway, keep_bodies=settings.log_bodies,
                               request_deadline=settings.request_deadline,
-                              max_upstream_bytes=settings.max_upstream_bytes, door=door, budget=budget)
+                              max_upstream_bytes=settings.max_upstream_bytes, door=door, budget=budget,
+                              limits=gateway.limits)
                 for path, door in DOORS.items()}
     for path, handler in handlers.items():
         # Listed for FastAPI too (405 for other methods); requests reach them through FrontDoors.
@@ -228,8 +239,9 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         return {"id": alias, "object": "model", "created": gateway.loaded_at, "owned_by": "glm-gateway"}
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(a) for a in gateway.router.aliases]}
+    async def list_models(request: Request) -> dict[str, Any]:
+        key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
+        return {"object": "list", "data": [model_card(a) for a in gateway.router.aliases if key.lists(a)]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
@@ -297,5 +309,13 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return _error_response(InvalidRequest(str(exc.errors()[0].get("msg", "invalid request"))), request.url.path)
 
-    return ClientAuth(FrontDoors(handlers, app), client_keys=settings.client_keys, admin_key=settings.admin_key,
+    return ClientAuth(FrontDoors(handlers, app), keys=lambda: gateway.keys, admin_key=settings.admin_key,
                       refused=gateway.refused)
+
+
+def _shared_state(settings: Settings) -> State | None:
+    """The store every replica shares, when there is one (``GATEWAY_REDIS_URL``)."""
+    if not settings.redis_url:
+        return None
+    from .state.redis import RedisState
+    return RedisState(settings.redis_url, lease_ttl=settings.lease_ttl, timeout=settings.redis_timeout)

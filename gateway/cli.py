@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import SIGNALS
 
+from . import keys
 from .accesslog import AccessLog
 from .config import Config, ConfigError, load
 from .connections import GuardedProtocol
@@ -124,9 +125,9 @@ class _Supervisor(Multiprocess):
 def serve(args: argparse.Namespace) -> None:
     settings = _settings(args)
     config = _load_or_exit(settings.config)
-    if not settings.client_keys and not is_loopback(settings.host):
+    if not settings.client_keys and not config.keys and not is_loopback(settings.host):
         sys.exit(f"gateway: refusing to serve on {settings.host} without client keys: "
-                 "set GATEWAY_API_KEYS, or bind to 127.0.0.1")
+                 "set GATEWAY_API_KEYS or configure keys:, or bind to 127.0.0.1")
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -135,8 +136,11 @@ def serve(args: argparse.Namespace) -> None:
         atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     if args.workers > 1:
         os.environ[SUPERVISED] = str(os.getpid())  # workers find their siblings' process metrics by it
-        print(f"note: with --workers {args.workers}, responses stored by /v1/responses live in the worker that "
-              "made them: a previous_response_id another worker stored is a 400 that says so", file=sys.stderr)
+        if not settings.redis_url:
+            print(f"note: with --workers {args.workers} and no GATEWAY_REDIS_URL, each worker keeps its own state: "
+                  "a key's limits and budget are per worker (a key limited to N gets N per worker), and responses "
+                  "stored by /v1/responses live in the worker that made them (a previous_response_id another "
+                  "worker stored is a 400 that says so)", file=sys.stderr)
     if settings.metrics_port is not None:
         from .metrics import serve_separately
         serve_separately(settings.metrics_port, settings.host)
@@ -148,6 +152,15 @@ def serve(args: argparse.Namespace) -> None:
         _Supervisor(server_config, [server_config.bind_socket()], settings.config).run()
     else:
         uvicorn.Server(server_config).run()
+
+
+def new_key(args: argparse.Namespace) -> None:
+    try:
+        plain, lines = keys.new_key(args.name)
+    except ValueError as exc:
+        sys.exit(f"gateway: {exc}")
+    print(f"# the key for {args.name}, shown this once (the gateway keeps only its SHA-256):\n# {plain}\n{lines}",
+          end="")
 
 
 def check(args: argparse.Namespace) -> None:
@@ -221,6 +234,11 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("check", help="validate a config and print the routing table")
     p.add_argument("--config")
     p.set_defaults(run=check)
+    p = commands.add_parser("key", help="virtual keys")
+    key_commands = p.add_subparsers(dest="key_command", required=True)
+    p = key_commands.add_parser("new", help="print a fresh random key once, and the YAML lines with its hash")
+    p.add_argument("name", help="the key's name in keys: (a metric label)")
+    p.set_defaults(run=new_key)
     p = commands.add_parser("simulate", help="serve the five simulated upstreams")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9000)

@@ -10,9 +10,14 @@ The tree::
     │   ├── ModelNotFound              404     invalid_request_error / model_not_found
     │   ├── PayloadTooLarge            413     invalid_request_error / payload_too_large
     │   ├── RequestTimeout             408     invalid_request_error / request_timeout  (connections.py)
-    │   └── HeadersTooLarge            431     invalid_request_error / headers_too_large  (connections.py)
+    │   ├── HeadersTooLarge            431     invalid_request_error / headers_too_large  (connections.py)
+    │   └── KeyRefusal                         what a virtual key may not do (issue 14); ``reason`` says which
+    │       ├── ModelNotAllowed        403     permission_error / model_not_allowed
+    │       ├── RateLimitExceeded      429     requests or tokens / rate_limit_exceeded; Retry-After
+    │       └── BudgetExceeded         429     insufficient_quota / budget_exceeded; Retry-After
     ├── InternalError                  500     server_error / internal_error (a bug of ours)
     ├── NoRouteAvailable               503     service_unavailable / provider_disabled
+    ├── SharedStateUnavailable         503     service_unavailable / shared_state_unavailable (Redis, fail closed)
     ├── TooManyConnections             503     service_unavailable / too_many_connections  (connections.py)
     └── UpstreamError                          what an upstream said or did, mapped once
         ├── UpstreamRejected           400     the upstream refused the request as invalid
@@ -86,6 +91,39 @@ class Unauthorized(ClientError):
     code = "invalid_api_key"
 
 
+class KeyRefusal(ClientError):
+    #: the bounded word for ``gateway_key_rejections_total``: model, requests, tokens, concurrency, budget
+    reason = "model"
+
+
+class ModelNotAllowed(KeyRefusal):
+    """The key may not use the model: a permission, said as one."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class RateLimitExceeded(KeyRefusal):
+    """A key's requests, tokens or concurrency limit; ``type`` says which, as OpenAI's does."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.type = "tokens" if reason == "tokens" else "requests"
+
+
+class BudgetExceeded(KeyRefusal):
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+    reason = "budget"
+
+
 class ModelNotFound(ClientError):
     status = 404
     code = "model_not_found"
@@ -111,6 +149,14 @@ class TooManyConnections(GatewayError):
     status = 503
     type = "service_unavailable"
     code = "too_many_connections"
+
+
+class SharedStateUnavailable(GatewayError):
+    """Redis is unreachable and ``GATEWAY_REDIS_FAIL=closed``: no request goes unlimited."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "shared_state_unavailable"
 
 
 class InternalError(GatewayError):

@@ -31,6 +31,7 @@ class Attempt:
 class Exchange:
     request_id: str
     frontdoor: str = "chat"  # the API the client spoke (gateway.doors)
+    key: str = ""  # the client key's configured name (gateway.keys); "": refused before one was known
     started: float = field(default_factory=time.perf_counter)
     alias: str | None = None
     provider: str | None = None
@@ -51,6 +52,9 @@ class Exchange:
     body: bytes | None = None  # what the upstream was sent, kept only with GATEWAY_LOG_BODIES=true
     upstream_done: float | None = None  # when the upstream's last byte of the answer was read
     ended: float | None = None  # when the client had its last byte: from then on nothing is a 499
+    cost_usd: float = 0.0  # the usage at the answering route's price (gateway.prices)
+    unpriced: bool = False  # there was usage, and no price for the route that answered
+    refused: str | None = None  # why the key was refused (errors.KeyRefusal.reason)
 
     @property
     def responded(self) -> bool:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import request as request_body
+from .admission import KeyLimits, upstream_named
 from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
 from .connections import ANSWERED
@@ -32,18 +33,24 @@ from .errors import (
     ClientError,
     GatewayError,
     InternalError,
+    KeyRefusal,
+    ModelNotAllowed,
     PayloadTooLarge,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
     led_by,
+    quoted,
 )
 from .exchange import Attempt, Exchange
 from .health import Health
+from .keys import KEY, UNLIMITED_OPEN, Key
+from .prices import tokens
 from .relay import Headers, end_with_error, relay_json, relay_sse
 from .responses import send_error
 from .rewrite import rewrite
 from .routing import Router
+from .state import Ticket
 from .thinking import NO_INTENT, read_intent
 from .upstream import Upstream, passed_back
 
@@ -64,11 +71,12 @@ class Observer(Protocol):
 class Call:
     """One request on its way through the steps: what each of them needs, passed as one."""
 
-    __slots__ = ("send", "exchange", "door", "id_headers", "request", "intent", "encoder")
+    __slots__ = ("send", "exchange", "door", "id_headers", "request", "intent", "encoder", "key", "ticket")
 
-    def __init__(self, send: Send, exchange: Exchange, door: Door) -> None:
-        self.send, self.exchange, self.door = send, exchange, door
+    def __init__(self, send: Send, exchange: Exchange, door: Door, key: Key) -> None:
+        self.send, self.exchange, self.door, self.key = send, exchange, door, key
         self.id_headers = door.id_headers(exchange.request_id)
+        self.ticket: Ticket | None = None  # the key's admission, when it has limits or a budget
         self.request: Request | None = None  # the client's request in chat terms, once read
         self.intent = NO_INTENT
         self.encoder: Events | None = None  # the door's event stream for the attempt that answers
@@ -88,7 +96,7 @@ class Handler:
     def __init__(self, router: Callable[[], Router], upstream: Upstream, health: Health, *, max_body_bytes: int,
                  max_event_bytes: int, observer: Observer, keep_bodies: bool = False,
                  request_deadline: float = 900.0, max_upstream_bytes: int = 32 * 1024 * 1024, door: Door = CHAT,
-                 budget: RetryBudget | None = None) -> None:
+                 budget: RetryBudget | None = None, limits: KeyLimits | None = None) -> None:
         self._router = router  # read once per request: a reload never changes a request in flight
         self._upstream = upstream
         self._health = health
@@ -100,11 +108,13 @@ class Handler:
         self._max_upstream = max_upstream_bytes  # a JSON answer past it is cut while read (issue 11)
         self._observer = observer
         self._keep_bodies = keep_bodies
+        self._limits = limits or KeyLimits(None)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request_id, length = _headers(scope)
-        exchange = Exchange(request_id=request_id or new_id(), frontdoor=self._door.name)
-        call = Call(send, exchange, self._door)
+        key: Key = scope.get(KEY) or UNLIMITED_OPEN
+        exchange = Exchange(request_id=request_id or new_id(), frontdoor=self._door.name, key=key.name)
+        call = Call(send, exchange, self._door, key)
         watcher = _DisconnectWatcher(receive, exchange)
         self._observer.started()
         self._budget.requests += 1
@@ -115,6 +125,10 @@ class Handler:
             await self._handle(raw, call)
         except GatewayError as exc:
             exchange.status, exchange.error_code = exc.status, exc.code
+            if isinstance(exc, KeyRefusal):
+                exchange.refused = exc.reason
+            if call.ticket is not None and isinstance(exc, UpstreamError):
+                exc.headers = upstream_named(exc.headers)
             await call.error(exc)
         except ClientLeft:  # or the server answered a body that stopped arriving itself (connections.py)
             exchange.status, exchange.error_code = scope.get(ANSWERED) or (CLIENT_CLOSED_STATUS, CLIENT_CLOSED)
@@ -143,12 +157,25 @@ class Handler:
         finally:
             self._budget.requests -= 1
             watcher.stop()
+            try:
+                await self._settle(call)
+            except Exception as exc:  # a bug in counting must not hide the request's own line
+                self._observer.failed(exchange, exc)
             for attempt in exchange.attempts:
                 attempt.outcome = attempt.outcome or exchange.code  # cut off by the client, a shutdown, a bug
             try:
                 self._observer.finished(exchange)
             except Exception as exc:  # the answer is out; a bug in recording it must not reach the client
                 self._observer.failed(exchange, exc)
+
+    async def _settle(self, call: Call) -> None:
+        """What the answer cost, counted against the key's limits and budget."""
+        exchange = call.exchange
+        if exchange.usage and exchange.provider is not None and exchange.upstream_model is not None:
+            price = self._router().config.prices.get((exchange.provider, exchange.upstream_model))
+            exchange.cost_usd, exchange.unpriced = (0.0, True) if price is None else (price.cost(exchange.usage), False)
+        if call.ticket is not None:
+            await self._limits.settle(call.ticket, tokens(exchange.usage), exchange.cost_usd)
 
     async def _handle(self, raw: bytes, call: Call) -> None:
         exchange = call.exchange
@@ -159,11 +186,17 @@ class Handler:
         try:
             request_body.check(body)
             routes = router.candidates(exchange.alias)
+            if not call.key.allows(exchange.alias, request.model):
+                raise ModelNotAllowed(f"key {call.key.name!r} may not use model {quoted(request.model)}",
+                                      param="model")
             call.intent = read_intent(body)
             eligible = router.eligible(routes, body, call.intent, exchange.rejections,
                                        request.client_param if request.translated else None)
         except ClientError as exc:
             raise _as_sent(exc, request) from None
+        if call.key.limited:  # a lease of our own: a client's x-request-id may repeat
+            call.ticket, limit_headers = await self._limits.admit(call.key, new_id(), self._limits.estimate(body))
+            call.id_headers = [*call.id_headers, *limit_headers]
         loop = asyncio.get_running_loop()
         request_end = loop.time() + self._deadline
         failures: list[UpstreamError] = []
@@ -236,7 +269,10 @@ class Handler:
                                     (b"x-gateway-attempts", str(len(exchange.attempts)).encode())]
                 if exchange.dropped:
                     headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
-                headers += [(k.encode(), v.encode()) for k, v in passed_back(provider, response.headers).items()]
+                back = passed_back(provider, response.headers)
+                if call.ticket is not None:
+                    back = upstream_named(back)
+                headers += [(k.encode(), v.encode()) for k, v in back.items()]
                 if stream:
                     wants_usage = request_body.wants_usage(request.chat)
                     call.encoder = door.events(request, exchange.request_id)

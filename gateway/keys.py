@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from .yamlvalues import ConfigError, expand, is_pattern, mapping, numbers
 
+KEY = "gateway.key"  #: where the auth middleware leaves the request's Key in the ASGI scope
 ENV = "env"  #: the name of GATEWAY_API_KEYS's keys in metrics and log lines
 OPEN = "none"  #: the key of every request when no keys are configured
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -75,6 +75,19 @@ BUILD = Gauge("gateway_build_info", "The running build: always 1", ["version", "
 RELOADS = Counter("gateway_config_reloads", "Config reloads by result (success, failure)", ["result"])
 LOADED = Gauge("gateway_config_loaded_timestamp_seconds", "When the config in force was loaded (Unix time)",
                multiprocess_mode="max")
+# --- Keys (issue 14): the key label is a configured name, env (GATEWAY_API_KEYS) or none (no keys) ---
+KEY_REQUESTS = Counter("gateway_key_requests", "Requests by virtual key, model and HTTP status",
+                       ["key", "model", "status"])
+COST = Counter("gateway_cost_usd", "USD spent: each answer's usage at the price of the route that answered "
+               "(prices:)", ["key", "model", "provider"])
+KEY_REJECTIONS = Counter("gateway_key_rejections", "Requests refused by their key's models, limits or budget, "
+                         "by reason (model, requests, tokens, concurrency, budget)", ["key", "reason"])
+UNPRICED = Counter("gateway_unpriced_requests", "Answers with usage and no price for the route that answered "
+                   "(counted at 0 USD)", ["model", "provider"])
+SHARED_STATE_UP = Gauge("gateway_shared_state_up", "1 when the shared state (Redis) answers or none is "
+                        "configured; 0 while it does not (the gateway counts on its own, or refuses)",
+                        multiprocess_mode="livemin")
+KEY_REFUSAL_REASONS = ("model", "requests", "tokens", "concurrency", "budget")
 # --- Hardening: client connections (issue 11) ---
 CLIENT_REFUSED = Counter("gateway_client_refused", "Client connections refused or cut by the connection guard "
                          "(gateway/connections.py), by reason", ["reason"])
@@ -116,7 +129,8 @@ def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
 
 
 #: the request outcomes worth a series from the start: before any provider, and on a provider
-_BEFORE_ANY_PROVIDER = ("invalid_request", "unsupported_by_provider", "provider_disabled", "internal_error")
+_BEFORE_ANY_PROVIDER = ("invalid_request", "unsupported_by_provider", "provider_disabled", "internal_error",
+                        "model_not_allowed", "rate_limit_exceeded", "budget_exceeded", "shared_state_unavailable")
 _UNKNOWN_MODEL = ("model_not_found", "invalid_request", "invalid_api_key", "payload_too_large", CLIENT_CLOSED,
                   "request_timeout")
 _ON_A_PROVIDER = ("ok", *UPSTREAM_CODES, CLIENT_CLOSED, SHUTDOWN, "internal_error")
@@ -134,12 +148,14 @@ class Metrics:
         self.attempts, self.rejections = _Children(ATTEMPTS), _Children(REJECTIONS)
         self.provider_up, self.overhead = _Children(PROVIDER_UP), _Children(OVERHEAD)
         self.client_refusals = _Children(CLIENT_REFUSED)
+        self.key_requests, self.cost = _Children(KEY_REQUESTS), _Children(COST)
+        self.key_rejections, self.unpriced = _Children(KEY_REJECTIONS), _Children(UNPRICED)
         BUILD.labels(__version__, platform.python_version()).set(1)
         for result in ("success", "failure"):
             RELOADS.labels(result)
 
     def configure(self, routes: Mapping[str, Sequence[str]], providers: Mapping[str, bool],
-                  ejected: Iterable[str] = ()) -> None:
+                  ejected: Iterable[str] = (), keys: Iterable[str] = ()) -> None:
         """The names in force (at start and on reload): alias -> its providers, provider -> enabled."""
         self.aliases = frozenset(routes)
         for gone in set(self._enabled) - set(providers):  # no stale "up" for a provider no longer configured
@@ -156,6 +172,9 @@ class Metrics:
             self.overhead(phase)
         for reason in CLIENT_REFUSAL_REASONS:  # hardening: client connections
             self.client_refusals(reason)
+        for key in keys:
+            for reason in KEY_REFUSAL_REASONS:
+                self.key_rejections(key, reason)
         for door in FRONTDOORS:
             for code in _UNKNOWN_MODEL:
                 self.requests("unknown", "none", str(CODES[code]), code, door)
@@ -190,6 +209,10 @@ class Metrics:
     @staticmethod
     def reloaded(ok: bool) -> None:
         RELOADS.labels("success" if ok else "failure").inc()
+
+    @staticmethod
+    def shared_state(up: bool) -> None:
+        SHARED_STATE_UP.set(1 if up else 0)
 
     def started(self) -> None:
         _add(INFLIGHT, 1)
@@ -227,6 +250,17 @@ class Metrics:
             for kind, count in _tokens(exchange.usage):
                 if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                     _add(self.tokens(model, provider, kind), count)
+        if exchange.key:  # a request that got past the key check
+            self._keyed(exchange, model, provider)
+
+    def _keyed(self, exchange: Exchange, model: str, provider: str) -> None:
+        _add(self.key_requests(exchange.key, model, str(exchange.status)), 1)
+        if exchange.refused is not None:
+            _add(self.key_rejections(exchange.key, exchange.refused), 1)
+        if exchange.cost_usd:
+            _add(self.cost(exchange.key, model, provider), exchange.cost_usd)
+        if exchange.unpriced:
+            _add(self.unpriced(model, provider), 1)
 
 
 # The per-request writes go to prometheus_client's value objects directly (``_value``, ``_sum``,

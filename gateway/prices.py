@@ -3,7 +3,7 @@
 Format, beside ``providers`` and ``models`` in the YAML, in USD per million tokens::
 
     prices:
-      siliconflow/Pro/zai-org/GLM-4.7: {prompt: 0.55, completion: 2.2, cached_prompt: 0.11}
+      my-reseller/Pro/zai-org/GLM-4.7: {prompt: 0.55, completion: 2.2, cached_prompt: 0.11}
 
 The key is a configured provider's name, a slash, and its upstream model (which may hold slashes
 itself). Cached prompt tokens cost ``cached_prompt`` (the prompt price when not given); reasoning
@@ -59,7 +59,7 @@ def parse(raw: Any, path: str, providers: Iterable[str]) -> dict[tuple[str, str]
         where = f"prices.{name}"
         provider, slash, model = str(name).partition("/")
         if not slash or not model:
-            raise ConfigError(path, where, "expected PROVIDER/UPSTREAM_MODEL, e.g. siliconflow/Pro/zai-org/GLM-4.7")
+            raise ConfigError(path, where, "expected PROVIDER/UPSTREAM_MODEL, e.g. my-reseller/Pro/zai-org/GLM-4.7")
         if provider not in known:
             raise ConfigError(path, where, f"unknown provider {provider!r}; configured: {', '.join(sorted(known))}")
         value = mapping(value, path, where)

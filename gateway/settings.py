@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     #: seconds a stored Response (/v1/responses, ``store``) is kept for ``previous_response_id`` (issue 13)
     responses_ttl: float = 3600.0
 
+    # --- Keys and shared state (issue 14) ---
+    #: redis://[user:password@]host:port/db: limits, budgets, concurrency leases, provider ejections
+    #: and stored responses shared by every worker and replica; none: each process keeps its own
+    redis_url: str = ""
+    #: Redis unreachable or slower than redis_timeout: serve on this process's counts (open) or 503 (closed)
+    redis_fail: Literal["open", "closed"] = "open"
+    redis_timeout: PositiveFloat = 0.05
+    #: seconds a concurrency slot outlives the last sign of its replica (it is refreshed while the request runs)
+    lease_ttl: PositiveFloat = 15.0
+    #: tokens a request without max_tokens is admitted on, against a key's token limits and budget
+    token_estimate: PositiveInt = 1024
+
     # --- Hardening: client connections (issue 11; enforced by gateway/connections.py) ---
     #: seconds a new connection may stay silent before the first byte of its first request
     client_idle_timeout: PositiveFloat = 10.0

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-pytestmark = pytest.mark.anyio
-
 from gateway.keys import Budget, Key, Limits
 from gateway.state import State
 from gateway.state.memory import MemoryState
+
+pytestmark = pytest.mark.anyio
 
 WINDOW, TTL = 1.0, 0.6
 _LEASES = itertools.count()

@@ -66,6 +66,11 @@ class Admission:
     tokens: Window | None = None
 
 
+class SharedStateDown(Exception):
+    """The shared store did not answer in its time budget, or failed: the caller decides whether
+    to serve on local counts (fail open) or refuse (fail closed)."""
+
+
 class State(Protocol):
     async def admit(self, key: Key, lease: str, estimate: int) -> Admission: ...
 
@@ -76,3 +81,7 @@ class State(Protocol):
     async def spent(self, key: Key) -> list[float]:
         """What each of the key's budgets holds in its current period (estimates included)."""
         ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -129,6 +129,12 @@ class MemoryState:
         counts, now = self._counts(key), self._clock()
         return [counts.spent(b.name, b.current(now)[0]) for b in key.budgets]
 
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
 
 def _free_at(counts: _Counts, room: int) -> float:
     """The time of the entry whose leaving the log leaves at most ``room`` tokens in it (there is

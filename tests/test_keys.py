@@ -1,0 +1,248 @@
+"""Virtual keys through the real gateway and the simulators (issue 14): who may use which model,
+limits and budgets answered as OpenAI answers them, usage and cost counted per key, hot reload.
+(The counting rules themselves are tests/test_state.py's, over every store.)"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import orjson
+import pytest
+
+from tests.conftest import Simulator, config_text, start_gateway
+from tests.servers import serve
+from tests.test_metrics import Delta
+from tests.test_operate import ROOT, gateway_process, wait_until
+
+USER = {"role": "user", "content": "Hello there"}
+ENV_KEY = "sk-env-unlimited"
+
+
+def sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+KEYS = f"""keys:
+  reader:
+    key_sha256: {sha("sk-reader")}
+    models: [glm-toapis, "glm-s*"]
+  paced:
+    key: ${{PACED_KEY:-sk-paced}}
+    limits: {{requests_per_minute: 3}}
+  tokens:
+    key: sk-tokens
+    limits: {{tokens_per_minute: 40}}
+  capped:
+    key: sk-capped
+    budget: {{tokens_per_day: 20}}
+  dollars:
+    key: sk-dollars
+    budget: {{usd_per_month: 0.000001}}
+  narrow:
+    key: sk-narrow
+    limits: {{max_concurrent: 1}}
+prices:
+  toapis/glm-5: {{prompt: 1.0, completion: 2.0}}
+"""
+
+
+def write_config(path: Path, sim: Simulator, keys: str = KEYS) -> Path:
+    path.write_text(config_text(sim.url) + keys)
+    return path
+
+
+@pytest.fixture
+def keyed(sim: Simulator, tmp_path: Path) -> Iterator[str]:
+    with start_gateway(write_config(tmp_path / "gateway.yaml", sim), api_keys=ENV_KEY) as url:
+        yield url
+
+
+def chat(url: str, key: str, model: str = "glm-toapis", **extra: object) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "messages": [USER], **extra}, timeout=20)
+
+
+def test_a_key_may_use_only_its_models_and_sees_only_them(keyed: str) -> None:
+    with openai.OpenAI(base_url=f"{keyed}/v1", api_key="sk-reader", max_retries=0) as client:
+        assert client.chat.completions.create(model="glm-toapis", messages=[USER]).choices[0].message.content
+        assert client.chat.completions.create(model="glm-siliconflow", messages=[USER])  # by the pattern glm-s*
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            client.chat.completions.create(model="glm-maxtoken", messages=[USER])
+        assert refused.value.status_code == 403
+        assert refused.value.body["code"] == "model_not_allowed" and refused.value.body["param"] == "model"
+        assert "reader" in refused.value.message and "glm-maxtoken" in refused.value.message
+        listed = {m.id for m in client.models.list()}
+    assert listed == {"glm-toapis", "glm-siliconflow", "glm-sf-qwq", "glm-strict"}
+    assert chat(keyed, "sk-unknown").status_code == 401
+    assert chat(keyed, ENV_KEY, model="glm-maxtoken").status_code == 200  # GATEWAY_API_KEYS: every model
+
+
+def test_requests_per_minute_answers_429_with_openai_headers(keyed: str) -> None:
+    answers = [chat(keyed, "sk-paced") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0", "0"]
+    assert all(a.headers["x-ratelimit-limit-requests"] == "3" for a in answers)
+    assert answers[0].headers["x-ratelimit-reset-requests"].endswith("s")
+    refused = answers[3]
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
+    assert "3 requests per minute" in error["message"] and "paced" in error["message"]
+    assert 55 <= int(refused.headers["retry-after"]) <= 60
+    assert "x-ratelimit-limit-tokens" not in refused.headers  # no token limit on this key
+    unlimited = chat(keyed, ENV_KEY)
+    assert unlimited.status_code == 200 and "x-ratelimit-limit-requests" not in unlimited.headers
+
+
+def test_the_openai_sdk_sees_a_rate_limit_error(keyed: str) -> None:
+    with openai.OpenAI(base_url=f"{keyed}/v1", api_key="sk-paced", max_retries=0) as client:
+        for _ in range(3):
+            client.chat.completions.create(model="glm-toapis", messages=[USER])
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="glm-toapis", messages=[USER])
+    assert refused.value.body["code"] == "rate_limit_exceeded"
+
+
+def test_tokens_are_settled_on_the_usage_streams_included(keyed: str, sim: Simulator) -> None:
+    # 40 tokens a minute; the simulator's answer here costs 2 prompt + 3 completion words = 5
+    first = chat(keyed, "sk-tokens", max_tokens=30)
+    assert first.status_code == 200
+    used = first.json()["usage"]["total_tokens"]
+    assert first.headers["x-ratelimit-remaining-tokens"] == "10"  # admitted on its max_tokens
+    with httpx.stream("POST", f"{keyed}/v1/chat/completions", headers={"Authorization": "Bearer sk-tokens"},
+                      json={"model": "glm-toapis", "messages": [USER], "max_tokens": 10, "stream": True},
+                      timeout=20) as streamed:
+        assert streamed.headers["x-ratelimit-remaining-tokens"] == str(40 - used - 10)
+        body = b"".join(streamed.iter_raw())
+    assert b"[DONE]" in body
+    # both settled on their real usage, the stream's from its usage chunk: 40 - 2 * used remain
+    after = chat(keyed, "sk-tokens", max_tokens=1)
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(40 - 2 * used - 1)
+    assert after.headers["x-ratelimit-limit-tokens"] == "40"
+    refused = chat(keyed, "sk-tokens", max_tokens=39)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens"
+
+
+def test_a_token_budget_says_its_period_and_when_it_resets(keyed: str) -> None:
+    answers = [chat(keyed, "sk-capped", max_tokens=1) for _ in range(8)]
+    # 3 tokens each (2 prompt, 1 completion): admitted while under 20, so the 7th passes it by 1
+    assert {a.json()["usage"]["total_tokens"] for a in answers[:7]} == {3}
+    assert [a.status_code for a in answers] == [200] * 7 + [429]
+    answer = answers[-1]
+    error = answer.json()["error"]
+    assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
+    tomorrow = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() + 86400))
+    assert "20 tokens per day" in error["message"] and tomorrow in error["message"]
+    assert 0 < int(answer.headers["retry-after"]) <= 86400
+
+
+def test_cost_is_priced_per_route_and_an_unpriced_route_is_counted(keyed: str) -> None:
+    delta = Delta(keyed)
+    answer = chat(keyed, "sk-dollars")  # toapis/glm-5 is priced; the budget is a millionth of a dollar
+    usage = answer.json()["usage"]
+    assert answer.status_code == 200
+    assert chat(keyed, "sk-dollars").json()["error"]["code"] == "budget_exceeded"
+    assert chat(keyed, ENV_KEY, model="glm-maxtoken").status_code == 200  # no price for maxtoken's route
+    expected = (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
+    assert delta("gateway_cost_usd_total", key="dollars", model="glm-toapis", provider="toapis") == pytest.approx(
+        expected)
+    assert delta("gateway_unpriced_requests_total", model="glm-maxtoken", provider="maxtoken") == 1
+    assert delta("gateway_key_requests_total", key="dollars", model="glm-toapis", status="429") == 1
+    assert delta("gateway_key_rejections_total", key="dollars", reason="budget") == 1
+    assert delta("gateway_key_requests_total", key="env", model="glm-maxtoken", status="200") == 1
+
+
+def test_max_concurrent_counts_requests_still_running(keyed: str, sim: Simulator) -> None:
+    sim.control(provider="toapis", chunk_delay_ms=100, words=20)
+    with httpx.stream("POST", f"{keyed}/v1/chat/completions", headers={"Authorization": "Bearer sk-narrow"},
+                      json={"model": "glm-toapis", "messages": [USER], "stream": True}, timeout=20) as running:
+        chunks = running.iter_raw()
+        next(chunks)
+        second = chat(keyed, "sk-narrow")
+        assert second.status_code == 429 and "1 requests at once" in second.json()["error"]["message"]
+        for _ in chunks:
+            pass
+    assert chat(keyed, "sk-narrow").status_code == 200  # the stream's lease ended with it
+
+
+def test_the_messages_door_answers_in_anthropics_shape(keyed: str) -> None:
+    with anthropic.Anthropic(base_url=keyed, api_key="sk-paced", max_retries=0) as client:
+        for _ in range(3):
+            client.messages.create(model="glm-toapis", max_tokens=16, messages=[USER])
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            client.messages.create(model="glm-toapis", max_tokens=16, messages=[USER])
+    assert refused.value.body["error"]["type"] == "rate_limit_error"
+    with anthropic.Anthropic(base_url=keyed, api_key="sk-reader", max_retries=0) as client:
+        with pytest.raises(anthropic.PermissionDeniedError):
+            client.messages.create(model="glm-maxtoken", max_tokens=16, messages=[USER])
+
+
+async def _limited_upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An upstream that says its own rate limits."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"x-ratelimit-limit-requests", b"1000"),
+        (b"x-ratelimit-remaining-requests", b"999")]})
+    await send({"type": "http.response.body", "body": orjson.dumps(
+        {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})})
+
+
+def test_upstream_ratelimit_headers_are_renamed_for_a_limited_key(tmp_path: Path) -> None:
+    with serve(_limited_upstream) as upstream:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(f"providers:\n  own:\n    profile: openai\n    base_url: {upstream}/v1\n    api_key: k\n"
+                        "models:\n  m:\n    - {provider: own, model: m}\n"
+                        "keys:\n  paced:\n    key: sk-paced\n    limits: {requests_per_minute: 10}\n"
+                        "  free:\n    key: sk-free\n")
+        with start_gateway(path) as url:
+            limited, free = chat(url, "sk-paced", model="m"), chat(url, "sk-free", model="m")
+    assert limited.headers["x-ratelimit-limit-requests"] == "10"  # the gateway's, for its key
+    assert limited.headers["x-upstream-ratelimit-limit-requests"] == "1000"
+    assert limited.headers["x-upstream-ratelimit-remaining-requests"] == "999"
+    assert free.headers["x-ratelimit-limit-requests"] == "1000"  # a key without limits: the upstream's, as before
+    assert "x-upstream-ratelimit-limit-requests" not in free.headers
+
+
+def test_a_reload_applies_a_new_limit_to_the_next_request(sim: Simulator, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "gateway.yaml", sim)
+    with gateway_process(path, GATEWAY_API_KEYS=ENV_KEY, GATEWAY_ADMIN_KEY="sk-admin") as served:
+        assert [chat(served.url, "sk-paced").status_code for _ in range(4)] == [200, 200, 200, 429]
+        write_config(path, sim, KEYS.replace("requests_per_minute: 3", "requests_per_minute: 5"))
+        reloaded = httpx.post(f"{served.url}/admin/reload", headers={"Authorization": "Bearer sk-admin"})
+        assert reloaded.status_code == 200, reloaded.text
+        assert [chat(served.url, "sk-paced").status_code for _ in range(3)] == [200, 200, 429]
+        wait_until(lambda: len(served.logged("request")) >= 7, what="the request lines", log=served.lines)
+        lines = served.logged("request")
+        assert {line["key"] for line in lines} == {"paced"}
+        assert all(line["cost_usd"] > 0 for line in lines if line["status"] == 200)
+        assert all(line["cost_usd"] == 0 for line in lines if line["status"] == 429)
+        output = "".join(served.lines)
+        assert "sk-paced" not in output and sha("sk-paced") not in output
+
+
+def test_key_new_prints_a_key_once_and_yaml_that_configures_it(sim: Simulator, tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, "-m", "gateway", "key", "new", "batch-app"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    plain = next(line.split("# ", 1)[1] for line in made.splitlines() if line.startswith("# sk-"))
+    assert plain.startswith("sk-glmgw-") and len(plain) > 40
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(sim.url) + "\n".join(line for line in made.splitlines() if not line.startswith("#")))
+    with start_gateway(path) as url:
+        assert chat(url, plain).status_code == 200
+        assert chat(url, plain[:-1]).status_code == 401
+    bad = subprocess.run([sys.executable, "-m", "gateway", "key", "new", "env"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "env" in bad.stderr
