@@ -9,11 +9,11 @@ $(BIN)/gateway: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test lint serve check bench test-servers test-clients
+.PHONY: demo test lint serve check bench test-servers test-clients test-k8s
 demo: $(BIN)/gateway
 	$(BIN)/gateway demo
 
-test: lint test-servers test-clients
+test: lint test-servers test-clients test-k8s
 	$(BIN)/python -m pytest
 
 # Servers the tests run for real, from Debian's packages: installed when missing and we are root;
@@ -23,6 +23,15 @@ test-servers:
 	  { apt-get install -y -q prometheus >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }; } || \
 	  echo "!!! prometheus is not installed and cannot be here: tests/test_prometheus.py will be SKIPPED !!!"
+
+# kubectl renders deploy/k8s (`kubectl kustomize`) for tests/test_k8s.py: any kubectl will do (no
+# cluster is ever contacted); Debian's kubernetes-client when none is installed and we are root;
+# otherwise that test is skipped, loudly.
+test-k8s:
+	@command -v kubectl >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q kubernetes-client >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q kubernetes-client >/dev/null; }; }; } || \
+	  echo "!!! kubectl is not installed and cannot be here: tests/test_k8s.py will be SKIPPED !!!"
 
 # The real clients the front doors are held to (issues 12, 13), from npm, pinned, into .clients/:
 # their tests are skipped, loudly, when npm is missing.
