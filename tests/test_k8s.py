@@ -32,10 +32,6 @@ KUBECTL = shutil.which("kubectl")
 NO_KUBECTL = ("!!! KUBECTL NOT INSTALLED: deploy/k8s was neither rendered nor validated "
               "(apt-get install kubernetes-client) !!!")
 
-#: GATEWAY_* variables the manifests set that gateway/settings.py does not have yet: issue 14's Redis
-#: settings, added on another branch (once Settings has them, they are checked like the others).
-PENDING = {"GATEWAY_REDIS_URL"}
-
 Obj = dict[str, Any]
 
 
@@ -154,7 +150,7 @@ def test_the_settings_in_the_manifest_are_the_gateways(objects: list[Obj], monke
     variables = env(container(find(objects, "Deployment", "gateway"), "gateway"))
     fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields}
     unknown = {n for n in variables if n.startswith("GATEWAY_")} - fields
-    assert unknown <= PENDING, f"not settings of the gateway: {sorted(unknown - PENDING)}"
+    assert not unknown, f"not settings of the gateway: {sorted(unknown)}"
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
