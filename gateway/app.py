@@ -221,8 +221,10 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
-    RESPONSES.store.ttl = settings.responses_ttl
+    RESPONSES.ttl = settings.responses_ttl
     RESPONSES.shared_by_workers = bool(os.environ.get(SUPERVISED))
+    RESPONSES.lost = lambda error: gateway.access_log.event("response_not_stored", level="warning",
+                                                            error=type(error).__name__)
     budget = RetryBudget()  # one for every door: retries are bounded against all requests in flight
     handlers = {path: Handler(lambda: gateway.router, gateway.upstream, gateway.health,
                               max_body_bytes=settings.max_body_bytes, max_event_bytes=settings.max_event_bytes,
@@ -249,23 +251,27 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
             raise ModelNotFound(f"model {quoted(model_id)} does not exist", param="model")
         return model_card(model_id)
 
-    def stored(response_id: str) -> dict[str, Any]:
-        response = RESPONSES.store.response(response_id)
-        if response is None:
-            error = InvalidRequest(f"response {quoted(response_id)} is unknown, has expired or was not stored",
-                                   param="response_id", code="not_found")
-            error.status = 404
-            raise error
-        return response
+    def not_stored(response_id: str) -> InvalidRequest:
+        error = InvalidRequest(f"response {quoted(response_id)} is unknown, has expired or was not stored",
+                               param="response_id", code="not_found")
+        error.status = 404
+        return error
+
+    def owner(request: Request) -> str:
+        key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
+        return key.name
 
     @app.get("/v1/responses/{response_id}")
-    async def get_response(response_id: str) -> dict[str, Any]:
-        return stored(response_id)
+    async def get_response(response_id: str, request: Request) -> Response:
+        stored = await RESPONSES.stored(response_id, owner(request))
+        if stored is None:
+            raise not_stored(response_id)
+        return Response(stored[0], media_type="application/json")
 
     @app.delete("/v1/responses/{response_id}")
-    async def delete_response(response_id: str) -> dict[str, Any]:
-        stored(response_id)
-        RESPONSES.store.delete(response_id)
+    async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
+        if not await RESPONSES.forget(response_id, owner(request)):
+            raise not_stored(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
     @app.get("/healthz")

@@ -179,7 +179,7 @@ class Handler:
 
     async def _handle(self, raw: bytes, call: Call) -> None:
         exchange = call.exchange
-        request = call.request = self._door.parse(raw)
+        request = call.request = await self._door.parse(raw, call.key.name)
         body = request.chat
         router = self._router()
         exchange.alias, exchange.stream = router.alias(request.model), request_body.wants_stream(body)

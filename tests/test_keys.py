@@ -246,3 +246,21 @@ def test_key_new_prints_a_key_once_and_yaml_that_configures_it(sim: Simulator, t
     bad = subprocess.run([sys.executable, "-m", "gateway", "key", "new", "env"], cwd=ROOT, capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "env" in bad.stderr
+
+
+def test_a_stored_response_belongs_to_the_key_that_created_it(keyed: str) -> None:
+    with openai.OpenAI(base_url=f"{keyed}/v1", api_key="sk-reader", max_retries=0) as owner, \
+            openai.OpenAI(base_url=f"{keyed}/v1", api_key=ENV_KEY, max_retries=0) as other:
+        first = owner.responses.create(model="glm-toapis", input="Hello there")
+        assert owner.responses.retrieve(first.id).id == first.id
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(first.id)
+        with pytest.raises(openai.BadRequestError) as unknown:
+            other.responses.create(model="glm-toapis", input="more", previous_response_id=first.id)
+        assert unknown.value.body["param"] == "previous_response_id"
+        with pytest.raises(openai.NotFoundError):
+            other.responses.delete(first.id)
+        assert owner.responses.create(model="glm-toapis", input="more", previous_response_id=first.id).output_text
+        owner.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            owner.responses.retrieve(first.id)

@@ -218,23 +218,26 @@ def test_an_answer_cut_by_max_output_tokens_is_incomplete(client: openai.OpenAI,
     assert answer.output_text == "Echo: one two"
 
 
-def test_the_store_keeps_responses_for_their_ttl_within_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.anyio
+async def test_the_store_keeps_responses_for_their_ttl_within_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.doors import responses_store
     from gateway.doors.responses_store import ResponseStore, made_here, new_response_id
 
     now = [1000.0]
     monkeypatch.setattr(responses_store.time, "monotonic", lambda: now[0])
-    store = ResponseStore(ttl=10, max_count=3, max_bytes=2000)
+    store = ResponseStore(max_count=3, max_bytes=2000)
     ids = [new_response_id() for _ in range(5)]
     for response_id in ids[:4]:
-        store.put({"id": response_id}, [{"role": "user", "content": "hi"}])
-    assert store.response(ids[0]) is None and store.response(ids[1]) == {"id": ids[1]}  # count: oldest out
-    assert store.conversation(ids[3]) == [{"role": "user", "content": "hi"}]
-    store.put({"id": ids[4]}, [{"role": "user", "content": "x" * 1500}])  # bytes: the oldest make room
-    assert store.response(ids[4]) is not None and store.response(ids[1]) is None
+        await store.put_response(response_id, "app", b'{"id": 1}', b"[]", ttl=10)
+    assert await store.get_response(ids[0], "app") is None  # count: the oldest out
+    assert await store.get_response(ids[1], "app") == (b'{"id": 1}', b"[]")
+    assert await store.get_response(ids[1], "other-app") is None  # another key's: not there for it
+    assert await store.delete_response(ids[1], "other-app") is False
+    await store.put_response(ids[4], "app", b"{}", b"x" * 1500, ttl=10)  # bytes: the oldest make room
+    assert await store.get_response(ids[4], "app") is not None and await store.get_response(ids[1], "app") is None
     now[0] += 11
-    assert store.response(ids[4]) is None  # expired
-    assert store.delete(ids[4]) is False
-    store.put({"id": "resp_big"}, [{"content": "y" * 3000}])  # larger than the whole store: not kept
-    assert store.response("resp_big") is None
+    assert await store.get_response(ids[4], "app") is None  # expired
+    assert await store.delete_response(ids[4], "app") is False
+    await store.put_response("resp_big", "app", b"{}", b"y" * 3000, ttl=10)  # larger than the store: not kept
+    assert await store.get_response("resp_big", "app") is None
     assert made_here(ids[0]) and not made_here("resp_1_abc") and not made_here("resp_nonsense")

@@ -9,14 +9,17 @@ the key check, so that even a 401 or a 413 comes in the door's own error shape.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
 from .. import request as request_body
-from ..errors import GatewayError, InvalidRequest
+from ..errors import GatewayError, InvalidRequest, SharedStateUnavailable
+from ..state import SharedStateDown
 from . import messages_answer, messages_request, responses_answer, responses_request
-from .responses_store import ResponseStore, made_here, new_response_id
+from .responses_store import ResponseStore, StoredResponses, made_here, new_response_id
 from .translated import Request
 
 __all__ = ["CHAT", "DOORS", "MESSAGES", "RESPONSES", "Door", "Events", "Request", "door_for"]
@@ -38,7 +41,9 @@ class Door(Protocol):
     ping_after: float | None
     ping: bytes
 
-    def parse(self, raw: bytes) -> Request: ...
+    async def parse(self, raw: bytes, owner: str) -> Request:
+        """The client's request in chat terms (``owner``: the name of the key that sent it)."""
+        ...
 
     def error_body(self, error: GatewayError, request_id: str | None) -> bytes: ...
 
@@ -56,7 +61,7 @@ class Chat:
     ping_after: float | None = None
     ping = b""
 
-    def parse(self, raw: bytes) -> Request:
+    async def parse(self, raw: bytes, owner: str) -> Request:
         body = request_body.load(raw)
         return Request(body, body["model"])
 
@@ -80,7 +85,7 @@ class Messages:
     ping_after: float | None = 10.0
     ping = messages_answer.PING
 
-    def parse(self, raw: bytes) -> Request:
+    async def parse(self, raw: bytes, owner: str) -> Request:
         return messages_request.to_chat(request_body.parse(raw))
 
     def error_body(self, error: GatewayError, request_id: str | None) -> bytes:
@@ -104,20 +109,37 @@ class Responses(Chat):
     name = "responses"
 
     def __init__(self) -> None:
-        self.store = ResponseStore()
-        self.shared_by_workers = False  # under --workers N each worker has its own store
+        self.store: StoredResponses = ResponseStore()  # or the shared state (app.py)
+        self.ttl = 3600.0  # GATEWAY_RESPONSES_TTL
+        self.shared_by_workers = False  # under --workers N without Redis each worker has its own store
+        self.lost: Callable[[Exception], None] = lambda error: None  # a Response the store failed to keep
+        self._writes: set[asyncio.Task[None]] = set()
 
-    def parse(self, raw: bytes) -> Request:
+    async def parse(self, raw: bytes, owner: str) -> Request:
         body = request_body.parse(raw)
         previous = None
         previous_id = body.get("previous_response_id")
         if previous_id is not None:
-            previous = self.store.conversation(previous_id) if isinstance(previous_id, str) else None
-            if previous is None:
+            stored = await self.stored(previous_id, owner) if isinstance(previous_id, str) else None
+            if stored is None:
                 raise InvalidRequest(self._unknown(previous_id), param="previous_response_id")
+            previous = orjson.loads(stored[1])
         request = responses_request.to_chat(body, previous)
-        request.state.id = new_response_id()
+        request.state.id, request.state.owner = new_response_id(), owner
         return request
+
+    async def stored(self, response_id: str, owner: str) -> tuple[bytes, bytes] | None:
+        """A stored Response and its conversation, if ``owner`` has one by that id."""
+        try:
+            return await self.store.get_response(response_id, owner)
+        except SharedStateDown:
+            raise _NO_STORE from None
+
+    async def forget(self, response_id: str, owner: str) -> bool:
+        try:
+            return await self.store.delete_response(response_id, owner)
+        except SharedStateDown:
+            raise _NO_STORE from None
 
     def _unknown(self, previous_id: object) -> str:
         shown = str(previous_id)[:80]
@@ -141,8 +163,20 @@ class Responses(Chat):
         assert request.origins is not None
         said = [m for m, origin in zip(request.chat["messages"], request.origins, strict=True)
                 if origin != "instructions"]  # a later request's instructions replace these
-        self.store.put(response, [*said, turn])
+        # Written while the answer goes out: the write is on its way before the client can read the
+        # answer and ask for the next turn, on this replica or another.
+        write = asyncio.get_running_loop().create_task(self.store.put_response(
+            response["id"], request.state.owner, orjson.dumps(response), orjson.dumps([*said, turn]), self.ttl))
+        self._writes.add(write)
+        write.add_done_callback(self._written)
 
+    def _written(self, write: asyncio.Task[None]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            self.lost(write.exception())  # type: ignore[arg-type]
+
+
+_NO_STORE = SharedStateUnavailable("stored responses are in the shared state (Redis), which does not answer")
 
 CHAT: Door = Chat()
 MESSAGES: Door = Messages()

@@ -40,6 +40,7 @@ class Needs:
     """What the answer needs from the request."""
 
     id: str = ""  # the Response's id, made before the request is sent
+    owner: str = ""  # the key that asked: a stored Response is its own
     namespaces: dict[str, tuple[str, str]] = field(default_factory=dict)  # chat name -> (namespace, name)
     store: bool = True
     encrypted: bool = False  # the client asked for reasoning.encrypted_content
