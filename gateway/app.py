@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +26,7 @@ from .auth import ClientAuth
 from .config import Config, ConfigError
 from .connections import LIMITS, REFUSED, Limits
 from .doors import DOORS, RESPONSES, door_for
+from .doors.responses_store import ResponseStore
 from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
 from .handler import Handler, new_id
@@ -35,9 +36,12 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
 from .routing import Router
 from .settings import SUPERVISED, Settings
+from .shared_health import SharedHealth
 from .shutdown import Drain
-from .state import State
 from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from .state.redis import RedisState
 
 
 class Gateway:
@@ -52,10 +56,13 @@ class Gateway:
         self._refusals = Throttle(per_second=5)
         self._full_pools: dict[str, Throttle] = {}
         self._client_refusals: dict[str, Throttle] = {}  # one per reason: a flood of one hides no other
+        shared = _shared_state(settings)
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
                              window=settings.eject_window, rate=settings.eject_rate,
-                             changed=self._health_changed)
-        self.limits = KeyLimits(_shared_state(settings), fail=settings.redis_fail, lease_ttl=settings.lease_ttl,
+                             changed=self._health_changed, ejected_here=self._ejected_here)
+        self.shared_health = SharedHealth(self.health, shared) if shared is not None else None
+        self.shared = shared
+        self.limits = KeyLimits(shared, fail=settings.redis_fail, lease_ttl=settings.lease_ttl,
                                 default_estimate=settings.token_estimate, up=self.metrics.shared_state,
                                 told=lambda event, fields: self.access_log.event(event, level="warning", **fields))
         self._use(config)
@@ -77,6 +84,10 @@ class Gateway:
             self.access_log.event("provider_back", provider=provider)
         else:
             self.access_log.event("provider_ejected", level="warning", provider=provider, seconds=self.health.cooldown)
+
+    def _ejected_here(self, provider: str, seconds: float) -> None:
+        if self.shared_health is not None:
+            self.shared_health.ejected_here(provider, seconds)
 
     def _pool_exhausted(self, provider: str, connections: int, waited: float) -> None:
         """A line naming the provider whose pool was full, at most one a second for each: a full
@@ -196,6 +207,8 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await gateway.upstream.start()
         gateway.limits.start()
+        if gateway.shared_health is not None:
+            gateway.shared_health.start()
         drain.install()
         # Start-up objects (modules, config, profiles) never die: out of the collector's sight, a
         # full collection under load walks only what requests allocate.
@@ -216,13 +229,19 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
                 loop.remove_signal_handler(signal.SIGHUP)
             drain.uninstall()
             await gateway.limits.stop()
+            if gateway.shared_health is not None:
+                await gateway.shared_health.stop()
             await gateway.upstream.close()
             gateway.access_log.flush()
 
     app = FastAPI(title="GLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
     RESPONSES.ttl = settings.responses_ttl
-    RESPONSES.shared_by_workers = bool(os.environ.get(SUPERVISED))
+    if gateway.shared is not None:  # every worker and replica continues any conversation
+        RESPONSES.store = gateway.shared
+    elif not isinstance(RESPONSES.store, ResponseStore):  # (a process that made an app with Redis before)
+        RESPONSES.store = ResponseStore()
+    RESPONSES.shared_by_workers = bool(os.environ.get(SUPERVISED)) and gateway.shared is None
     RESPONSES.lost = lambda error: gateway.access_log.event("response_not_stored", level="warning",
                                                             error=type(error).__name__)
     budget = RetryBudget()  # one for every door: retries are bounded against all requests in flight
@@ -319,7 +338,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
                       refused=gateway.refused)
 
 
-def _shared_state(settings: Settings) -> State | None:
+def _shared_state(settings: Settings) -> RedisState | None:
     """The store every replica shares, when there is one (``GATEWAY_REDIS_URL``)."""
     if not settings.redis_url:
         return None

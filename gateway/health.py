@@ -10,8 +10,8 @@ in a coding the gateway refused): a 429 is answered by Retry-After and fallback,
 gateway's own capacity: the provider was never asked (issue 11).
 
 This is the one health model: ``gateway_provider_up`` is 1 exactly when a provider is enabled and
-not ejected. The state is per process behind :class:`Health`'s few methods, so that it can move to
-shared storage without its callers changing.
+not ejected. The counts are per process; with a shared state (Redis) each ejection is shared, so
+that a provider one replica ejected is skipped by all (:mod:`gateway.shared_health`).
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ class _State:
 
 class Health:
     def __init__(self, *, consecutive: int = 5, cooldown: float = 30.0, window: int = 20, rate: float = 0.5,
-                 changed: Callable[[str, bool], None] = lambda provider, up: None) -> None:
+                 changed: Callable[[str, bool], None] = lambda provider, up: None,
+                 ejected_here: Callable[[str, float], None] = lambda provider, seconds: None) -> None:
         self.consecutive = consecutive
         self.cooldown = cooldown
         self.window, self.rate = window, rate
         self._changed = changed  # told (provider, up) whenever a provider is ejected or back
+        self._ejected_here = ejected_here  # told (provider, seconds) of this process's own ejections
         self._states: dict[str, _State] = {}
 
     def ejected(self, provider: str) -> bool:
@@ -78,12 +80,26 @@ class Health:
         state.recent.append(True)
         failing = len(state.recent) == self.window and sum(state.recent) >= self.rate * self.window
         if state.failures >= self.consecutive or failing:
-            state.failures = 0
-            state.recent.clear()
-            state.ejected_until = time.monotonic() + self.cooldown
-            self._changed(provider, False)
-            with contextlib.suppress(RuntimeError):  # no loop (a synchronous caller): read lazily
-                asyncio.get_running_loop().call_later(self.cooldown, self._back, provider, state.ejected_until)
+            self._eject(provider, state, self.cooldown)
+            self._ejected_here(provider, self.cooldown)
+
+    def adopt(self, provider: str, seconds: float) -> None:
+        """Another replica ejected ``provider`` (shared state, issue 14): skipped here too, for
+        what is left of its cool-down."""
+        if self.ejected(provider) or seconds <= 0:
+            return
+        state = self._states.get(provider)
+        if state is None:
+            state = self._states[provider] = _State(self.window)
+        self._eject(provider, state, seconds)
+
+    def _eject(self, provider: str, state: _State, seconds: float) -> None:
+        state.failures = 0
+        state.recent.clear()
+        state.ejected_until = time.monotonic() + seconds
+        self._changed(provider, False)
+        with contextlib.suppress(RuntimeError):  # no loop (a synchronous caller): read lazily
+            asyncio.get_running_loop().call_later(seconds, self._back, provider, state.ejected_until)
 
     def _back(self, provider: str, until: float) -> None:
         state = self._states.get(provider)
