@@ -29,8 +29,9 @@ from .doors import DOORS, RESPONSES, door_for
 from .doors.responses_store import ResponseStore
 from .errors import GatewayError, InvalidRequest, ModelNotFound, quoted
 from .exchange import Exchange
-from .handler import Handler, new_id
+from .handler import Handler
 from .health import Health
+from .intake import new_id
 from .keys import KEY, UNLIMITED_OPEN, Key, Keys
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
