@@ -145,7 +145,8 @@ def _refusal(key: Key, admission: Admission, headers: Headers) -> GatewayError:
         budget = admission.budget
         resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(admission.budget_resets))
         cap = f"${budget.cap:g}" if budget.unit == "usd" else f"{budget.cap:g} tokens"
-        error = BudgetExceeded(f"key {key.name!r} has used its budget of {cap} per {budget.period}; "
+        held = " (the requests still running included)" if budget.unit == "tokens" else ""
+        error = BudgetExceeded(f"key {key.name!r} has used its budget of {cap} per {budget.period}{held}; "
                                f"it resets at {resets}")
     else:
         what = {"requests": f"{key.limits.requests_per_minute} requests per minute",
