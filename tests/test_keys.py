@@ -18,6 +18,8 @@ import openai
 import orjson
 import pytest
 
+from gateway.config import ConfigError, load
+from gateway.prices import Price
 from tests.conftest import Simulator, config_text, start_gateway
 from tests.servers import serve
 from tests.test_metrics import Delta
@@ -264,3 +266,40 @@ def test_a_stored_response_belongs_to_the_key_that_created_it(keyed: str) -> Non
         owner.responses.delete(first.id)
         with pytest.raises(openai.NotFoundError):
             owner.responses.retrieve(first.id)
+
+
+@pytest.mark.parametrize(("section", "problem"), [
+    ("keys:\n  a:\n    key_sha256: abc\n", "keys.a.key_sha256: expected 64 hex digits"),
+    ("keys:\n  a:\n    key: k1\n    key_sha256: " + "0" * 64 + "\n", "keys.a: needs one of"),
+    ("keys:\n  a:\n    key: k1\n  b:\n    key: k1\n", "keys.b: the same key as keys.a"),
+    ("keys:\n  env:\n    key: k1\n", "keys.env: a key's name is a metric label"),
+    ("keys:\n  a:\n    key: k1\n    models: [glm-nope]\n", "keys.a.models[0]: 'glm-nope' is no configured alias"),
+    ("keys:\n  a:\n    key: k1\n    limits: {requests_per_minute: 0}\n", "keys.a.limits.requests_per_minute"),
+    ("keys:\n  a:\n    key: k1\n    budget: {usd_per_year: 5}\n", "keys.a.budget.usd_per_year: unknown"),
+    ("keys:\n  a:\n    key: ${UNSET_APP_KEY}\n", "environment variable UNSET_APP_KEY is not set"),
+    ("prices:\n  nobody/m: {prompt: 1, completion: 1}\n", "prices.nobody/m: unknown provider 'nobody'"),
+    ("prices:\n  toapis/glm-5: {prompt: 1}\n", "prices.toapis/glm-5.completion: required"),
+    ("prices:\n  toapis/glm-5: {prompt: -1, completion: 1}\n", "prices.toapis/glm-5.prompt: expected USD"),
+])
+def test_a_bad_key_or_price_is_a_config_error_naming_it(sim: Simulator, tmp_path: Path, section: str,
+                                                        problem: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(sim.url) + section)
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    assert problem in str(error.value)
+    assert "k1" not in str(error.value).replace("keys.a", "")
+
+
+def test_a_price_no_route_uses_is_a_warning(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(sim.url) + "prices:\n  toapis/glm-9: {prompt: 1, completion: 1}\n")
+    assert "prices.toapis/glm-9: no alias routes to it, so it is never used" in load(path).warnings()
+
+
+def test_cached_prompt_tokens_cost_their_own_price() -> None:
+    price = Price(prompt=1.0, completion=4.0, cached_prompt=0.25)
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100,
+             "prompt_tokens_details": {"cached_tokens": 800}}
+    assert price.cost(usage) == pytest.approx((200 * 1.0 + 800 * 0.25 + 100 * 4.0) / 1e6)
+    assert price.cost({"prompt_tokens": "x", "completion_tokens": None}) == 0
