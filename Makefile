@@ -23,6 +23,10 @@ test-servers:
 	  { apt-get install -y -q prometheus >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }; } || \
 	  echo "!!! prometheus is not installed and cannot be here: tests/test_prometheus.py will be SKIPPED !!!"
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; }; } || \
+	  echo "!!! redis-server is not installed and cannot be here: the Redis tests of tests/test_state*.py will be SKIPPED !!!"
 
 # kubectl renders deploy/k8s (`kubectl kustomize`) for tests/test_k8s.py: any kubectl will do (no
 # cluster is ever contacted); Debian's kubernetes-client when none is installed and we are root;

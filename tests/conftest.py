@@ -16,6 +16,7 @@ from gateway.app import create_app
 from gateway.connections import GuardedProtocol
 from gateway.settings import Settings
 from gateway.simulator import create_app as create_simulator
+from tests.redis_server import redis_url  # noqa: F401  (the fixture, for tests/test_state.py)
 from tests.servers import serve
 
 PROVIDERS = ["powertokens", "token360", "siliconflow", "toapis", "maxtoken"]
