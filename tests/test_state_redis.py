@@ -175,12 +175,14 @@ async def test_a_call_given_up_on_leaves_no_answer_behind_for_the_next(redis_url
         assert (await store.admit(k, lease(), 1)).ticket is not None
         blocking = asyncio.create_task(raw.eval(busy, 0))
         await asyncio.sleep(0.05)
-        for call in (lambda: store.spent(k), lambda: store.get_response("resp_x", "o")):
+        for call in (lambda: store.admit(k, lease(), 1), lambda: store.spent(k),
+                     lambda: store.get_response("resp_x", "o")):
             with pytest.raises(SharedStateDown, match="no answer within 50 ms"):
                 await call()
         assert await blocking == 1
     admitted = await store.admit(k, lease(), 1)
-    assert admitted.ticket is not None and admitted.requests is not None and admitted.requests.remaining == 98
+    # the admit given up on may still have run once Redis was free: counted, as a lost answer can be
+    assert admitted.ticket is not None and admitted.requests is not None and admitted.requests.remaining in (97, 98)
     assert await store.spent(k) == [0.0] and await store.ejections() == {}
     await store.close()
 
