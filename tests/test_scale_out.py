@@ -50,6 +50,13 @@ def config(sim: Simulator, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis of each test's own: the keys' counts of one test must not be the next one's."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
 def three(config: Path, redis_url: str, tmp_path: Path) -> Iterator[Replicas]:
     with replicas(config, 3, tmp_path / "nginx", GATEWAY_REDIS_URL=redis_url, GATEWAY_EJECT_AFTER="2") as running:
         yield running
@@ -81,7 +88,7 @@ def test_a_token_budget_stops_all_three_within_one_requests_tokens(three: Replic
 
 def test_max_concurrent_holds_across_replicas(three: Replicas, sim: Simulator) -> None:
     sim.control(provider="toapis", chunk_delay_ms=100, words=30)
-    streams = []
+    streams, readers = [], []
     try:
         for replica in three.served[:2]:  # one stream on each of two replicas
             streams.append(httpx.stream("POST", f"{replica.url}/v1/chat/completions", timeout=20,
@@ -89,7 +96,8 @@ def test_max_concurrent_holds_across_replicas(three: Replicas, sim: Simulator) -
                                         json={"model": "glm-toapis", "messages": [USER], "stream": True}))
             response = streams[-1].__enter__()
             assert response.status_code == 200
-            next(response.iter_raw())
+            readers.append(response.iter_raw())  # kept: a dropped iterator closes the stream
+            next(readers[-1])
         third = chat(three.served[2].url, "sk-narrow")
         assert third.status_code == 429 and "2 requests at once" in third.json()["error"]["message"]
     finally:
