@@ -39,6 +39,7 @@ class KeyLimits:
         self._last_told = 0.0
         self._running: dict[str, Ticket] = {}  # lease -> ticket, for the refresher
         self._tasks: list[asyncio.Task[None]] = []
+        self._settling: set[asyncio.Task[None]] = set()
         up(True)
 
     @property
@@ -75,6 +76,15 @@ class KeyLimits:
                                          "GATEWAY_REDIS_FAIL=closed: no request goes unlimited")
         return await self.local.admit(key, lease, estimate)
 
+    def settle_soon(self, ticket: Ticket, tokens: int, cost: float) -> None:
+        """``settle``, as a task of its own: the answer is out, and its settling must not hold the
+        request (a keep-alive connection waits for its handler to return), yet what it frees (the
+        lease, the estimate's excess) is freed within a Redis round trip."""
+        self._running.pop(ticket.lease, None)
+        settling = asyncio.get_running_loop().create_task(self.settle(ticket, tokens, cost))
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+
     async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None:
         self._running.pop(ticket.lease, None)
         try:
@@ -101,6 +111,8 @@ class KeyLimits:
             self._tasks.append(asyncio.get_running_loop().create_task(self._probe()))
 
     async def stop(self) -> None:
+        if self._settling:  # what requests used is counted before the process goes
+            await asyncio.wait(list(self._settling), timeout=5)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -154,7 +154,7 @@ class Handler:
             self._budget.requests -= 1
             watcher.stop()
             try:
-                await self._settle(call)
+                self._settle(call)
             except Exception as exc:  # a bug in counting must not hide the request's own line
                 self._observer.failed(exchange, exc)
             for attempt in exchange.attempts:
@@ -164,14 +164,14 @@ class Handler:
             except Exception as exc:  # the answer is out; a bug in recording it must not reach the client
                 self._observer.failed(exchange, exc)
 
-    async def _settle(self, call: Call) -> None:
+    def _settle(self, call: Call) -> None:
         """What the answer cost, counted against the key's limits and budget."""
         exchange = call.exchange
         if exchange.usage and exchange.provider is not None and exchange.upstream_model is not None:
             price = self._router().config.prices.get((exchange.provider, exchange.upstream_model))
             exchange.cost_usd, exchange.unpriced = (0.0, True) if price is None else (price.cost(exchange.usage), False)
         if call.ticket is not None:
-            await self._limits.settle(call.ticket, tokens(exchange.usage), exchange.cost_usd)
+            self._limits.settle_soon(call.ticket, tokens(exchange.usage), exchange.cost_usd)
 
     async def _handle(self, raw: bytes, call: Call) -> None:
         exchange = call.exchange
