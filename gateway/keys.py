@@ -49,6 +49,9 @@ class Limits:
     max_concurrent: int | None = None
 
 
+_NO_LIMITS = Limits()
+
+
 @dataclass(frozen=True)
 class Budget:
     unit: Literal["usd", "tokens"]
@@ -79,16 +82,14 @@ class Key:
     budgets: tuple[Budget, ...] = ()
     _exact: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     _patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: whether admission has anything to count for this key (worked out once: asked per request)
+    limited: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "limited", self.limits != _NO_LIMITS or bool(self.budgets))
         if self.models is not None:
             object.__setattr__(self, "_exact", frozenset(self.models))
             object.__setattr__(self, "_patterns", tuple(m for m in self.models if is_pattern(m)))
-
-    @property
-    def limited(self) -> bool:
-        """Whether admission has anything to count for this key."""
-        return self.limits != _NO_LIMITS or bool(self.budgets)
 
     def allows(self, alias: str, model: str) -> bool:
         """May this key ask for ``model`` (which routes as ``alias``)?"""
@@ -101,7 +102,6 @@ class Key:
         return self.models is None or alias in self._exact or any(fnmatchcase(alias, p) for p in self._patterns)
 
 
-_NO_LIMITS = Limits()
 UNLIMITED_ENV, UNLIMITED_OPEN = Key(ENV), Key(OPEN)
 
 
