@@ -53,11 +53,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--rate", type=float, default=200, help="requests/s for each run (default 200)")
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--store", choices=("redis", "memory"), default="redis",
+                        help="where the limited key is counted (memory: the in-process store, for comparison)")
     args = parser.parse_args()
     work = WORK_DIR / "keys"
     try:
         _, upstream_port = start_upstream(work)
-        _, redis_port = start_redis(work / "redis")
+        redis = {}
+        if args.store == "redis":
+            _, redis_port = start_redis(work / "redis")
+            redis = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
         upstream = f"http://127.0.0.1:{upstream_port}"
         config = work / "gateway.yaml"
         config.write_text(string.Template((HERE / "bench" / "gateway.yaml").read_text()).substitute(
@@ -65,7 +70,7 @@ def main() -> None:
         port = free_port()
         gateway = Proc("gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
                                    str(port)], log=work / "gateway.log", cwd=HERE,
-                       env={"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "GATEWAY_LOG_LEVEL": "warning",
+                       env={**redis, "GATEWAY_LOG_LEVEL": "warning",
                             "PYTHONPATH": str(HERE), **{k: "" for k in os.environ if k == "GATEWAY_API_KEYS"}})
         wait_port(port, gateway.popen, 30)
         time.sleep(0.5)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Literal
 
 from .yamlvalues import ConfigError, expand, is_pattern, mapping, numbers
@@ -36,6 +37,17 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 _BUDGETS = ("usd_per_month", "tokens_per_month", "usd_per_day", "tokens_per_day")
 _KEY_FIELDS = {"key", "key_sha256", "models", "limits", "budget"}
+
+
+@lru_cache(maxsize=16)
+def _period(kind: str, day: int) -> tuple[str, float]:
+    """A budget period of the ``day``-th UTC day since the epoch (periods start and end at
+    midnight UTC, so the day settles it): worked out once a day, not per request."""
+    start = datetime.fromtimestamp(day * 86400, UTC)
+    if kind == "day":
+        return start.strftime("%Y-%m-%d"), start.timestamp() + 86400
+    first = datetime(start.year, start.month, 1, tzinfo=UTC)
+    return first.strftime("%Y-%m"), first.timestamp() + calendar.monthrange(start.year, start.month)[1] * 86400
 
 
 def digest(token: str) -> bytes:
@@ -61,13 +73,7 @@ class Budget:
     def current(self, now: float) -> tuple[str, float]:
         """The period ``now`` (epoch seconds) falls in, as its name (``2026-12``, ``2026-12-01``,
         UTC), and the epoch second it ends."""
-        day = datetime.fromtimestamp(now, UTC)
-        if self.period == "day":
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start.strftime("%Y-%m-%d"), start.timestamp() + 86400
-        days = calendar.monthrange(day.year, day.month)[1]
-        start = datetime(day.year, day.month, 1, tzinfo=UTC)
-        return start.strftime("%Y-%m"), start.timestamp() + days * 86400
+        return _period(self.period, int(now // 86400))
 
     @property
     def name(self) -> str:

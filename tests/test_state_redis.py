@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from gateway.keys import Budget, Key, Limits
 from gateway.state import Admission, SharedStateDown, Ticket
 from gateway.state.memory import MemoryState
-from gateway.state.redis import RedisState, _current, _ends
+from gateway.state.redis import RedisState, _ends
 from tests.redis_server import free_port, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -53,12 +54,15 @@ async def racing(replicas: list[RedisState], k: Key, count: int, estimate: int =
 
 
 @pytest.mark.parametrize("kind", ["day", "month"])
-def test_the_periods_worked_out_once_a_day_are_the_budgets_own(kind: str) -> None:
+def test_the_periods_worked_out_once_a_day_are_the_calendars(kind: str) -> None:
     budget = Budget("usd", kind, 1)  # type: ignore[arg-type]
     start = 1_767_139_200  # 2025-12-31T00:00Z: a day, a month and a year end within it
     for moment in range(start - 3 * 86400, start + 3 * 86400, 3599):
-        assert _current(kind, moment // 86400) == budget.current(moment)
-        assert _ends(kind, budget.current(moment)[0]) == budget.current(moment)[1]
+        when = datetime.fromtimestamp(moment, UTC)
+        first = when.replace(hour=0, minute=0, second=0, microsecond=0, **({} if kind == "day" else {"day": 1}))
+        end = first + timedelta(days=1) if kind == "day" else (first + timedelta(days=32)).replace(day=1)
+        assert budget.current(moment) == (first.strftime("%Y-%m-%d" if kind == "day" else "%Y-%m"), end.timestamp())
+        assert _ends(kind, budget.current(moment)[0]) == end.timestamp()
 
 
 async def test_replicas_admitting_at_once_never_pass_a_limit_together(replicas: list[RedisState]) -> None:

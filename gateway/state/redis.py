@@ -108,7 +108,7 @@ class RedisState:
                            self._ttl_us, self._keep_log, self._keep_cc]
         periods, ends = [], []
         for budget in key.budgets:
-            period, end = _current(budget.period, int(now // _DAY))
+            period, end = budget.current(now)
             periods.append(period)
             ends.append(end)
             keys.append(self._counter(key.name, budget, period))
@@ -156,8 +156,8 @@ class RedisState:
     async def spent(self, key: Key) -> list[float]:
         if not key.budgets:
             return []
-        day = int(time() // _DAY)
-        counters = [self._counter(key.name, b, _current(b.period, day)[0]) for b in key.budgets]
+        now = time()
+        counters = [self._counter(key.name, b, b.current(now)[0]) for b in key.budgets]
         held = await self._run(self._client.mget(counters))
         return [float(value) if value is not None else 0.0 for value in held]
 
@@ -222,13 +222,6 @@ def packed(*args: Arg) -> bytes:
 
 def _or_none(limit: int | None) -> int:
     return -1 if limit is None else limit
-
-
-@lru_cache(maxsize=8)
-def _current(kind: str, day: int) -> tuple[str, float]:
-    """:meth:`Budget.current` of any time in the ``day``-th UTC day since the epoch (a period
-    starts and ends at midnight UTC, so the day settles it), worked out once a day."""
-    return Budget("tokens", "day" if kind == "day" else "month", 0).current(day * _DAY)
 
 
 @lru_cache(maxsize=64)
