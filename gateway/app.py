@@ -60,7 +60,8 @@ class Gateway:
         shared = _shared_state(settings)
         self.health = Health(consecutive=settings.eject_after, cooldown=settings.eject_seconds,
                              window=settings.eject_window, rate=settings.eject_rate,
-                             changed=self._health_changed, ejected_here=self._ejected_here)
+                             changed=self._health_changed, ejected_here=self._ejected_here,
+                             recovered_here=self._recovered_here)
         self.shared_health = SharedHealth(self.health, shared) if shared is not None else None
         self.shared = shared
         self.limits = KeyLimits(shared, fail=settings.redis_fail, lease_ttl=settings.lease_ttl,
@@ -89,6 +90,10 @@ class Gateway:
     def _ejected_here(self, provider: str, seconds: float) -> None:
         if self.shared_health is not None:
             self.shared_health.ejected_here(provider, seconds)
+
+    def _recovered_here(self, provider: str) -> None:
+        if self.shared_health is not None:
+            self.shared_health.recovered_here(provider)
 
     def _pool_exhausted(self, provider: str, connections: int, waited: float) -> None:
         """A line naming the provider whose pool was full, at most one a second for each: a full
@@ -232,6 +237,9 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
             await gateway.limits.stop()
             if gateway.shared_health is not None:
                 await gateway.shared_health.stop()
+            await RESPONSES.flush()
+            if gateway.shared is not None:
+                await gateway.shared.close()
             await gateway.upstream.close()
             gateway.access_log.flush()
 
@@ -266,8 +274,10 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         return {"object": "list", "data": [model_card(a) for a in gateway.router.aliases if key.lists(a)]}
 
     @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str) -> dict[str, Any]:
-        if gateway.router.alias(model_id) not in gateway.router.config.models:
+    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+        alias = gateway.router.alias(model_id)
+        key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
+        if alias not in gateway.router.config.models or not key.allows(alias, model_id):
             raise ModelNotFound(f"model {quoted(model_id)} does not exist", param="model")
         return model_card(model_id)
 
@@ -279,7 +289,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     def owner(request: Request) -> str:
         key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
-        return key.name
+        return key.owner
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, request: Request) -> Response:

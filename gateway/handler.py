@@ -123,7 +123,7 @@ class Handler:
             exchange.status, exchange.error_code = exc.status, exc.code
             if isinstance(exc, KeyRefusal):
                 exchange.refused = exc.reason
-            if call.ticket is not None and isinstance(exc, UpstreamError):
+            if call.key.paced and isinstance(exc, UpstreamError):
                 exc.headers = upstream_named(exc.headers)
             await call.error(exc)
         except ClientLeft:  # or the server answered a body that stopped arriving itself (connections.py)
@@ -153,29 +153,37 @@ class Handler:
         finally:
             self._budget.requests -= 1
             watcher.stop()
+            for attempt in exchange.attempts:
+                attempt.outcome = attempt.outcome or exchange.code  # cut off by the client, a shutdown, a bug
             try:
                 self._settle(call)
             except Exception as exc:  # a bug in counting must not hide the request's own line
                 self._observer.failed(exchange, exc)
-            for attempt in exchange.attempts:
-                attempt.outcome = attempt.outcome or exchange.code  # cut off by the client, a shutdown, a bug
             try:
                 self._observer.finished(exchange)
             except Exception as exc:  # the answer is out; a bug in recording it must not reach the client
                 self._observer.failed(exchange, exc)
 
     def _settle(self, call: Call) -> None:
-        """What the answer cost, counted against the key's limits and budget."""
-        exchange = call.exchange
-        if exchange.usage and exchange.provider is not None and exchange.upstream_model is not None:
+        """What the answer cost, counted against the key's limits and budget. An answer that
+        started without usage (the client left before the usage chunk, the upstream broke off or
+        sends none) counts as its estimate: a client must not make its tokens free by leaving early."""
+        exchange, ticket = call.exchange, call.ticket
+        usage = exchange.usage
+        last = exchange.attempts[-1] if exchange.attempts else None
+        answered = exchange.status == 200 or (last is not None and last.headers is not None
+                                              and last.outcome in (CLIENT_CLOSED, SHUTDOWN))
+        if not usage and ticket is not None and answered:
+            usage = {"completion_tokens": ticket.estimate, "total_tokens": ticket.estimate}
+        if usage and exchange.provider is not None and exchange.upstream_model is not None:
             price = self._router().config.prices.get((exchange.provider, exchange.upstream_model))
-            exchange.cost_usd, exchange.unpriced = (0.0, True) if price is None else (price.cost(exchange.usage), False)
-        if call.ticket is not None:
-            self._limits.settle_soon(call.ticket, tokens(exchange.usage), exchange.cost_usd)
+            exchange.cost_usd, exchange.unpriced = (0.0, True) if price is None else (price.cost(usage), False)
+        if ticket is not None:
+            self._limits.settle_soon(ticket, tokens(usage), exchange.cost_usd)
 
     async def _handle(self, raw: bytes, call: Call) -> None:
         exchange = call.exchange
-        request = call.request = await self._door.parse(raw, call.key.name)
+        request = call.request = await self._door.parse(raw, call.key.owner)
         body = request.chat
         router = self._router()
         exchange.alias, exchange.stream = router.alias(request.model), request_body.wants_stream(body)
@@ -266,7 +274,7 @@ class Handler:
                 if exchange.dropped:
                     headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
                 back = passed_back(provider, response.headers)
-                if call.ticket is not None:
+                if call.key.paced:
                     back = upstream_named(back)
                 headers += [(k.encode(), v.encode()) for k, v in back.items()]
                 if stream:

@@ -42,12 +42,14 @@ class _State:
 class Health:
     def __init__(self, *, consecutive: int = 5, cooldown: float = 30.0, window: int = 20, rate: float = 0.5,
                  changed: Callable[[str, bool], None] = lambda provider, up: None,
-                 ejected_here: Callable[[str, float], None] = lambda provider, seconds: None) -> None:
+                 ejected_here: Callable[[str, float], None] = lambda provider, seconds: None,
+                 recovered_here: Callable[[str], None] = lambda provider: None) -> None:
         self.consecutive = consecutive
         self.cooldown = cooldown
         self.window, self.rate = window, rate
         self._changed = changed  # told (provider, up) whenever a provider is ejected or back
         self._ejected_here = ejected_here  # told (provider, seconds) of this process's own ejections
+        self._recovered_here = recovered_here  # told of an ejected provider a try here found answering
         self._states: dict[str, _State] = {}
 
     def ejected(self, provider: str) -> bool:
@@ -69,6 +71,7 @@ class Health:
             if state.ejected_until:
                 state.ejected_until = 0.0
                 self._changed(provider, True)
+                self._recovered_here(provider)
             return
         if outcome not in FAILURES:
             return

@@ -88,34 +88,42 @@ class Key:
     budgets: tuple[Budget, ...] = ()
     _exact: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     _patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: who its stored Responses belong to: its name, or for one of GATEWAY_API_KEYS (all named
+    #: ``env``) its own digest
+    owner: str = ""
     #: whether admission has anything to count for this key (worked out once: asked per request)
     limited: bool = field(default=False, init=False, repr=False, compare=False)
+    #: whether the gateway answers it its own x-ratelimit-* (it has a requests or tokens limit)
+    paced: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limited", self.limits != _NO_LIMITS or bool(self.budgets))
+        object.__setattr__(self, "paced", self.limits.requests_per_minute is not None
+                           or self.limits.tokens_per_minute is not None)
+        object.__setattr__(self, "owner", self.owner or self.name)
         if self.models is not None:
             object.__setattr__(self, "_exact", frozenset(self.models))
             object.__setattr__(self, "_patterns", tuple(m for m in self.models if is_pattern(m)))
 
     def allows(self, alias: str, model: str) -> bool:
-        """May this key ask for ``model`` (which routes as ``alias``)?"""
-        if self.models is None or alias in self._exact or model in self._exact:
-            return True
-        return any(fnmatchcase(model, pattern) for pattern in self._patterns)
+        """May this key ask for ``model`` (which routes as ``alias``)? A pattern of the key's is
+        matched against the alias, what routes: ``glm-4*`` must not let ``glm-4-x`` through a
+        catch-all alias ``glm-*`` to another model."""
+        return model in self._exact or self.lists(alias)
 
     def lists(self, alias: str) -> bool:
-        """Whether ``/v1/models`` shows this key the alias."""
+        """Whether the key may use the alias (and ``/v1/models`` shows it)."""
         return self.models is None or alias in self._exact or any(fnmatchcase(alias, p) for p in self._patterns)
 
 
-UNLIMITED_ENV, UNLIMITED_OPEN = Key(ENV), Key(OPEN)
+UNLIMITED_OPEN = Key(OPEN)
 
 
 class Keys:
     """Every key the gateway takes, by the SHA-256 of its plaintext."""
 
     def __init__(self, configured: Mapping[bytes, Key], env_keys: Iterable[str] = ()) -> None:
-        self._by_digest = {digest(k): UNLIMITED_ENV for k in env_keys}
+        self._by_digest = {d: Key(ENV, owner=f"{ENV}:{d.hex()[:32]}") for d in map(digest, env_keys)}
         self._by_digest.update(configured)  # a configured key wins over the same one in GATEWAY_API_KEYS
 
     def __bool__(self) -> bool:

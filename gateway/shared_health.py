@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from .health import Health
 from .state import SharedStateDown
@@ -23,6 +24,8 @@ class SharedEjections(Protocol):
         """Provider -> seconds its ejection has left, for those ejected now."""
         ...
 
+    async def restore(self, provider: str) -> None: ...
+
 
 class SharedHealth:
     POLL = 1.0
@@ -33,22 +36,33 @@ class SharedHealth:
         self._task: asyncio.Task[None] | None = None
 
     def ejected_here(self, provider: str, seconds: float) -> None:
-        write = asyncio.get_running_loop().create_task(self._write(provider, seconds))
+        self._write(self._shared.eject(provider, seconds))
+
+    def recovered_here(self, provider: str) -> None:
+        """A try here found an ejected provider answering: back for all (else the next poll would
+        eject it here again for the rest of its cool-down)."""
+        self._write(self._shared.restore(provider))
+
+    def _write(self, change: Coroutine[Any, Any, None]) -> None:
+        write = asyncio.get_running_loop().create_task(self._quietly(change))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
 
-    async def _write(self, provider: str, seconds: float) -> None:
-        with contextlib.suppress(SharedStateDown):  # the others eject it on their own evidence
-            await self._shared.eject(provider, seconds)
+    @staticmethod
+    async def _quietly(change: Coroutine[Any, Any, None]) -> None:
+        with contextlib.suppress(SharedStateDown):  # the others go on their own evidence
+            await change
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:
-        for task in [*self._writes, *([self._task] if self._task else [])]:
-            task.cancel()
+        if self._writes:  # told before the process goes (each bounded by the store's timeout)
+            await asyncio.wait(list(self._writes), timeout=5)
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._task
 
     async def _poll(self) -> None:
         while True:

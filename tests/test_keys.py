@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from gateway.config import ConfigError, load
+from gateway.keys import Key, Keys
 from gateway.prices import Price
 from tests.conftest import Simulator, config_text, start_gateway
 from tests.servers import serve
@@ -208,14 +209,18 @@ def test_upstream_ratelimit_headers_are_renamed_for_a_limited_key(tmp_path: Path
         path.write_text(f"providers:\n  own:\n    profile: openai\n    base_url: {upstream}/v1\n    api_key: k\n"
                         "models:\n  m:\n    - {provider: own, model: m}\n"
                         "keys:\n  paced:\n    key: sk-paced\n    limits: {requests_per_minute: 10}\n"
-                        "  free:\n    key: sk-free\n")
+                        "  free:\n    key: sk-free\n  budgeted:\n    key: sk-budgeted\n"
+                        "    budget: {tokens_per_day: 1000000}\n")
         with start_gateway(path) as url:
             limited, free = chat(url, "sk-paced", model="m"), chat(url, "sk-free", model="m")
+            budgeted = chat(url, "sk-budgeted", model="m")
     assert limited.headers["x-ratelimit-limit-requests"] == "10"  # the gateway's, for its key
     assert limited.headers["x-upstream-ratelimit-limit-requests"] == "1000"
     assert limited.headers["x-upstream-ratelimit-remaining-requests"] == "999"
     assert free.headers["x-ratelimit-limit-requests"] == "1000"  # a key without limits: the upstream's, as before
     assert "x-upstream-ratelimit-limit-requests" not in free.headers
+    # a budget says nothing of pace: the upstream's own headers, as they came
+    assert budgeted.headers["x-ratelimit-limit-requests"] == "1000"
 
 
 def test_a_reload_applies_a_new_limit_to_the_next_request(sim: Simulator, tmp_path: Path) -> None:
@@ -303,3 +308,30 @@ def test_cached_prompt_tokens_cost_their_own_price() -> None:
              "prompt_tokens_details": {"cached_tokens": 800}}
     assert price.cost(usage) == pytest.approx((200 * 1.0 + 800 * 0.25 + 100 * 4.0) / 1e6)
     assert price.cost({"prompt_tokens": "x", "completion_tokens": None}) == 0
+
+
+def test_a_keys_patterns_are_matched_against_the_alias_that_routes() -> None:
+    narrow = Key("k", models=("glm-4*", "claude-*", "glm-5.1"))
+    assert narrow.allows("glm-4.7", "glm-4.7")
+    assert not narrow.allows("glm-*", "glm-4-x")  # a catch-all alias to another model: not through glm-4*
+    assert narrow.allows("claude-*", "claude-sonnet-4-5")  # the pattern alias itself is listed
+    assert narrow.allows("glm-*", "glm-5.1")  # a name the key lists, whatever alias it routes by
+
+
+def test_each_of_gateway_api_keys_owns_its_own_stored_responses() -> None:
+    keys = Keys({}, ["sk-one", "sk-two"])
+    one, two = keys.find("sk-one"), keys.find("sk-two")
+    assert one is not None and two is not None and one.name == two.name == "env"
+    assert one.owner != two.owner and "sk-one" not in one.owner
+
+
+def test_leaving_before_the_usage_counts_the_estimate(keyed: str, sim: Simulator) -> None:
+    sim.control(provider="toapis", chunk_delay_ms=100, words=20)
+    with httpx.stream("POST", f"{keyed}/v1/chat/completions", headers={"Authorization": "Bearer sk-tokens"},
+                      json={"model": "glm-toapis", "messages": [USER], "max_tokens": 30, "stream": True},
+                      timeout=20) as streamed:
+        next(streamed.iter_raw())  # then gone, before the usage chunk
+    sim.reset()
+    time.sleep(0.5)
+    after = chat(keyed, "sk-tokens", max_tokens=1)
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(40 - 30 - 1)  # not 40 - 1: not free

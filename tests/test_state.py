@@ -159,3 +159,20 @@ async def test_a_reloaded_limit_applies_to_the_next_request(stores: StoreFactory
     raised = Key(k.name, limits=Limits(requests_per_minute=3))  # the same key, after a reload
     assert (await store.admit(raised, lease(), 1)).ticket is not None
     assert (await store.admit(raised, lease(), 1)).refused == "requests"
+
+
+async def test_a_refusal_after_the_log_drops_entries_leaves_no_tokens_behind(stores: StoreFactory) -> None:
+    """Once everything has left the log (and its keys expired), the log's sum is 0 too."""
+    store, k = stores(), key(tokens_per_minute=100)
+    first = await store.admit(k, lease(), 60)
+    assert first.ticket is not None
+    await store.settle(first.ticket, 60, 0.0)
+    await asyncio.sleep(WINDOW / 2)
+    second = await store.admit(k, lease(), 40)
+    assert second.ticket is not None
+    await store.settle(second.ticket, 40, 0.0)
+    await asyncio.sleep(WINDOW / 2 + 0.1)
+    assert (await store.admit(k, lease(), 80)).refused == "tokens"  # the first left; 40 + 80 > 100
+    await asyncio.sleep(WINDOW + 0.5)  # the second left too, and the log's keys expired (not a sum of them)
+    alone = await store.admit(k, lease(), 100)
+    assert alone.ticket is not None and alone.tokens is not None and alone.tokens.remaining == 0

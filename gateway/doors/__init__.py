@@ -170,6 +170,11 @@ class Responses(Chat):
         self._writes.add(write)
         write.add_done_callback(self._written)
 
+    async def flush(self) -> None:
+        """The Responses still being written, kept before the process goes."""
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=5)
+
     def _written(self, write: asyncio.Task[None]) -> None:
         self._writes.discard(write)
         if not write.cancelled() and write.exception() is not None:

@@ -33,8 +33,10 @@ local function drop(log, counts, sum, edge, keep)
   end
   if total > 0 then
     redis.call('DECRBY', sum, total)
-    redis.call('PEXPIRE', sum, keep)
   end
+  -- the log, its counts and their sum live and expire together: a sum outliving its log would
+  -- keep tokens that are no longer in it
+  for _, k in ipairs({log, counts, sum}) do redis.call('PEXPIRE', k, keep) end
 end
 """
 
