@@ -80,7 +80,6 @@ class KeyLimits:
         """``settle``, as a task of its own: the answer is out, and its settling must not hold the
         request (a keep-alive connection waits for its handler to return), yet what it frees (the
         lease, the estimate's excess) is freed within a Redis round trip."""
-        self._running.pop(ticket.lease, None)
         settling = asyncio.get_running_loop().create_task(self.settle(ticket, tokens, cost))
         self._settling.add(settling)
         settling.add_done_callback(self._settling.discard)

@@ -32,7 +32,7 @@ from .exchange import Exchange
 from .handler import Handler
 from .health import Health
 from .intake import new_id
-from .keys import KEY, UNLIMITED_OPEN, Key, Keys
+from .keys import Keys, key_of
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, exposition
 from .routing import Router
@@ -270,13 +270,13 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
-        key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
+        key = key_of(request.scope)
         return {"object": "list", "data": [model_card(a) for a in gateway.router.aliases if key.lists(a)]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         alias = gateway.router.alias(model_id)
-        key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
+        key = key_of(request.scope)
         if alias not in gateway.router.config.models or not key.allows(alias, model_id):
             raise ModelNotFound(f"model {quoted(model_id)} does not exist", param="model")
         return model_card(model_id)
@@ -288,7 +288,7 @@ def create_app(settings: Settings | None = None) -> ClientAuth:
         return error
 
     def owner(request: Request) -> str:
-        key: Key = request.scope.get(KEY) or UNLIMITED_OPEN
+        key = key_of(request.scope)
         return key.owner
 
     @app.get("/v1/responses/{response_id}")

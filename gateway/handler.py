@@ -41,7 +41,7 @@ from .errors import (
 from .exchange import Attempt, Exchange
 from .health import Health
 from .intake import ClientLeft, DisconnectWatcher, Receive, id_and_length, new_id, read_body
-from .keys import KEY, UNLIMITED_OPEN, Key
+from .keys import Key, key_of
 from .prices import tokens
 from .relay import Headers, end_with_error, relay_json, relay_sse
 from .responses import send_error
@@ -108,7 +108,7 @@ class Handler:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request_id, length = id_and_length(scope)
-        key: Key = scope.get(KEY) or UNLIMITED_OPEN
+        key = key_of(scope)
         exchange = Exchange(request_id=request_id or new_id(), frontdoor=self._door.name, key=key.name)
         call = Call(send, exchange, self._door, key)
         watcher = DisconnectWatcher(receive, exchange)

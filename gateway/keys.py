@@ -119,6 +119,12 @@ class Key:
 UNLIMITED_OPEN = Key(OPEN)
 
 
+def key_of(scope: Mapping[str, Any]) -> Key:
+    """The request's key, as the auth middleware left it (none: no keys are configured)."""
+    key: Key | None = scope.get(KEY)
+    return key or UNLIMITED_OPEN
+
+
 class Keys:
     """Every key the gateway takes, by the SHA-256 of its plaintext."""
 

@@ -36,6 +36,7 @@ from .connections import REASONS as CLIENT_REFUSAL_REASONS
 from .doors import DOORS
 from .errors import CLIENT_CLOSED, CODES, SHUTDOWN, UPSTREAM_CODES
 from .exchange import GAP_BOUNDS, Exchange
+from .prices import count
 from .processes import WorkerProcesses
 
 # Streams run for minutes (the idle timeout bounds a silence, not the total): up to 30 minutes,
@@ -115,17 +116,12 @@ class _Children:
             self._metric.remove(*values)
 
 
-def _detail(usage: dict[str, Any], group: str, name: str) -> Any:
-    details = usage.get(group)
-    return details.get(name) if isinstance(details, dict) else None
-
-
-def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    """Counts by kind from an upstream's usage object, whatever else it holds."""
-    yield "prompt", usage.get("prompt_tokens")
-    yield "completion", usage.get("completion_tokens")
-    yield "reasoning", _detail(usage, "completion_tokens_details", "reasoning_tokens")
-    yield "cached", _detail(usage, "prompt_tokens_details", "cached_tokens")
+def _tokens(usage: dict[str, Any]) -> Iterable[tuple[str, int]]:
+    """Counts by kind from an upstream's usage object, whatever else it holds (0: none said)."""
+    yield "prompt", count(usage, "prompt_tokens")
+    yield "completion", count(usage, "completion_tokens")
+    yield "reasoning", count(usage, "completion_tokens_details", "reasoning_tokens")
+    yield "cached", count(usage, "prompt_tokens_details", "cached_tokens")
 
 
 #: the request outcomes worth a series from the start: before any provider, and on a provider
@@ -247,9 +243,9 @@ class Metrics:
         if exchange.gap_counts is not None:
             add_counts(self.gaps(model, provider), exchange.gap_counts, exchange.gap_sum)
         if exchange.usage:
-            for kind, count in _tokens(exchange.usage):
-                if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-                    _add(self.tokens(model, provider, kind), count)
+            for kind, tokens in _tokens(exchange.usage):
+                if tokens:
+                    _add(self.tokens(model, provider, kind), tokens)
         if exchange.key:  # a request that got past the key check
             self._keyed(exchange, model, provider)
 
@@ -285,9 +281,9 @@ def add_counts(histogram: Any, counts: list[int], total: float) -> None:
     observe scans the buckets and takes two locks). prometheus_client's child layout (``_buckets``,
     ``_sum``) is read here; tests/test_metrics.py checks the result against plain observations."""
     histogram._sum.inc(total)
-    for bucket, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
+    for bucket, times in zip(histogram._buckets, counts, strict=True):
+        if times:
+            bucket.inc(times)
 
 
 def _registry() -> CollectorRegistry | None:

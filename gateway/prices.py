@@ -31,15 +31,17 @@ class Price:
         """USD for one answer's ``usage`` (OpenAI's shape: prompt_tokens, completion_tokens,
         prompt_tokens_details.cached_tokens)."""
         prompt, completion = count(usage, "prompt_tokens"), count(usage, "completion_tokens")
-        details = usage.get("prompt_tokens_details")
-        cached = min(count(details, "cached_tokens"), prompt) if isinstance(details, Mapping) else 0
+        cached = min(count(usage, "prompt_tokens_details", "cached_tokens"), prompt)
         return ((prompt - cached) * self.prompt + cached * self.cached_prompt
                 + completion * self.completion) / 1_000_000
 
 
-def count(usage: Mapping[str, Any], name: str) -> int:
-    """A token count from an upstream's usage: a non-negative integer, else 0."""
+def count(usage: Mapping[str, Any], name: str, detail: str | None = None) -> int:
+    """A token count from an upstream's usage (``detail``: within its ``name`` object, as
+    ``prompt_tokens_details.cached_tokens``): a positive integer, else 0."""
     value = usage.get(name)
+    if detail is not None:
+        value = value.get(detail) if isinstance(value, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
