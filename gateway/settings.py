@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .state.resp import Address
+
 #: set by the CLI for worker processes under its supervisor (``--workers N``): a reload there is a
 #: SIGHUP to the supervisor, which replaces every worker one by one
 SUPERVISED = "GATEWAY_SUPERVISED"
@@ -83,6 +85,13 @@ class Settings(BaseSettings):
     max_header_bytes: PositiveInt = 32 * 1024
     max_headers: PositiveInt = 100
     # --- end of hardening: client connections ---
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_address(cls, value: str) -> str:
+        if value:
+            Address.parse(value)  # a ValueError names what is wrong, never the password
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -27,15 +27,16 @@ def _pings(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
 
 @contextmanager
-def redis_server(port: int | None = None) -> Iterator[str]:
-    """A fresh redis-server that keeps nothing on disk (on ``port``, or a free one), as its URL;
-    stopped on leaving."""
+def redis_server(port: int | None = None, *options: str) -> Iterator[str]:
+    """A fresh redis-server that keeps nothing on disk (on ``port``, or a free one; ``options``
+    more of its command line, ``{dir}`` in them its working directory), as its URL; stopped on
+    leaving."""
     binary = shutil.which(BINARY)
     if binary is None:
         pytest.skip(f"!!! {BINARY} is not installed (apt-get install redis-server, or `make test-servers` as root): "
@@ -43,7 +44,8 @@ def redis_server(port: int | None = None) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="glmgw-redis-") as workdir:
         port = port or free_port()
         server = subprocess.Popen([binary, "--save", "", "--appendonly", "no", "--port", str(port),
-                                   "--bind", "127.0.0.1", "--dir", workdir],
+                                   "--bind", "127.0.0.1", "--dir", workdir,
+                                   *(option.replace("{dir}", workdir) for option in options)],
                                   cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 10

@@ -1,69 +1,56 @@
 """The Lua scripts of :mod:`gateway.state.redis`: each step is one script, so it is atomic across
 replicas and one round trip. Times are the server's (``TIME``), in integer microseconds, so that
-replicas with skewed clocks agree and every number stays exact in Lua's doubles (scores go to
-Redis as ``%.17g``); what a script returns is relative (microseconds from now), because Lua numbers
-come back as integers and ``tostring`` keeps only 14 digits.
+replicas with skewed clocks agree and every number stays exact in Lua's doubles (Redis passes a
+Lua number on as ``%.17g``); what a script returns is relative (microseconds from now), because Lua
+numbers come back as integers and ``tostring`` keeps only 14 digits.
 
 One key's keys (hash-tagged by its name, so one Cluster slot holds them)::
 
-    req     ZSET  lease -> admitted at         the requests log
-    tok     ZSET  lease -> logged at           the tokens log: when,
-    tokn    HASH  lease -> tokens                how many,
-    toksum  STRING                               and their sum
-    cc      ZSET  lease -> expires at          the concurrency leases
+    req     ZSET  lease -> admitted at                 the requests log
+    tok     ZSET  "lease:tokens" -> logged at          the tokens log,
+                  "sum" -> minus the sum of the others   and its sum
+    cc      ZSET  lease -> expires at                  the concurrency leases
+
+The tokens log keeps its sum in itself (a negative score sorts first and no time is <= 0), so the
+two can never expire apart, and an entry names its own tokens: no other key to read or write.
+
+Cheap is the point: a script is on every limited request's path, and this machine's loopback
+round trip grows by ~0.1 ms once the server is busy past ~10 us, so each ``redis.call`` (1 to
+4 us) counts. ADMIT makes 17 calls for a key with every limit and a budget, SETTLE 8.
 """
 
 _NOW = """
-if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
-# The logs lose what left the window; in chunks, since unpack() takes a few thousand at most.
-_EXPIRE = """
-local function drop(log, counts, sum, edge, keep)
-  local total = 0
-  while true do
-    local gone = redis.call('ZRANGEBYSCORE', log, '-inf', edge, 'LIMIT', 0, 512)
-    if #gone == 0 then break end
-    local held = redis.call('HMGET', counts, unpack(gone))
-    for i = 1, #held do total = total + (tonumber(held[i]) or 0) end
-    redis.call('HDEL', counts, unpack(gone))
-    redis.call('ZREM', log, unpack(gone))
-  end
-  if total > 0 then
-    redis.call('DECRBY', sum, total)
-  end
-  -- the log, its counts and their sum live and expire together: a sum outliving its log would
-  -- keep tokens that are no longer in it
-  for _, k in ipairs({log, counts, sum}) do redis.call('PEXPIRE', k, keep) end
-end
-"""
-
-# KEYS: req, tok, tokn, toksum, cc, then each budget's counter for its current period
-# ARGV: lease, estimate, rpm, tpm, max_concurrent (-1: no such limit), window, lease ttl (us),
-#       keep log, keep leases (ms), then per budget: cap, 1 if charged the estimate, expire at (s)
+# KEYS: req, tok, cc, then each budget's counter for its current period
+# ARGV: rpm, tpm, max_concurrent (-1: no such limit), window, lease ttl (us), keep log, keep
+#       leases (ms), then per budget: cap, 1 if charged the estimate, expire at (s); last the
+#       lease and the estimate (so all before them is packed once per key and period)
 # Returns {0, requests left, requests reset, tokens left, tokens reset} or a refusal:
 #   {1} concurrency, {2, budget index (1-based)}, {3, retry after}, {4, retry after}
-ADMIT = _NOW + _EXPIRE + """
-local req, tok, tokn, toksum, cc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local lease, estimate = ARGV[1], tonumber(ARGV[2])
-local rpm, tpm, most = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local window, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-local keep, keep_cc = tonumber(ARGV[8]), tonumber(ARGV[9])
+ADMIT = _NOW + """
+local req, tok, cc = KEYS[1], KEYS[2], KEYS[3]
+local lease, estimate = ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
+local rpm, tpm, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local window, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local keep, keep_cc = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- a log is only read under its limit, so one without its limit need not expire now
 local edge = now - window
-if rpm >= 0 then redis.call('ZREMRANGEBYSCORE', req, '-inf', edge) end
-if tpm >= 0 then drop(tok, tokn, toksum, edge, keep) end
-if most >= 0 then redis.call('ZREMRANGEBYSCORE', cc, '-inf', now) end
-
-if most >= 0 and redis.call('ZCARD', cc) >= most then return {1} end
-for i = 6, #KEYS do
-  local at = 10 + (i - 6) * 3
-  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[at]) then return {2, i - 5} end
+if most >= 0 then
+  redis.call('ZREMRANGEBYSCORE', cc, '-inf', now)
+  if redis.call('ZCARD', cc) >= most then return {1} end
+end
+local counted = {}
+for i = 4, #KEYS do
+  local at = 8 + (i - 4) * 3
+  counted[i] = redis.call('GET', KEYS[i])
+  if tonumber(counted[i] or '0') >= tonumber(ARGV[at]) then return {2, i - 3} end
 end
 local n = 0
 if rpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', req, '-inf', edge)
   n = redis.call('ZCARD', req)
   if n >= rpm then
     local must_leave = redis.call('ZRANGE', req, n - rpm, n - rpm, 'WITHSCORES')
@@ -73,19 +60,22 @@ end
 local taken, sum = estimate, 0
 if tpm >= 0 then
   if taken > tpm then taken = tpm end
-  sum = tonumber(redis.call('GET', toksum) or '0')
+  local gone = redis.call('ZRANGEBYSCORE', tok, 1, edge)
+  sum = -tonumber(redis.call('ZSCORE', tok, 'sum') or '0')
+  if #gone > 0 then
+    for i = 1, #gone do sum = sum - tonumber(string.match(gone[i], ':(%d+)$')) end
+    redis.call('ZREMRANGEBYSCORE', tok, 1, edge)
+  end
   if sum + taken > tpm then
-    -- when the entry leaves whose leaving leaves room for this one
-    local room, held, from = tpm - taken, sum, 0
+    if #gone > 0 then redis.call('ZADD', tok, -sum, 'sum') end
+    -- when the entry leaves whose leaving leaves room for this one (rank 0 is the sum)
+    local room, held, from = tpm - taken, sum, 1
     while true do
       local entries = redis.call('ZRANGE', tok, from, from + 255, 'WITHSCORES')
       if #entries == 0 then return {4, window} end
-      local leases = {}
-      for i = 1, #entries, 2 do leases[#leases + 1] = entries[i] end
-      local counts = redis.call('HMGET', tokn, unpack(leases))
-      for i = 1, #counts do
-        held = held - (tonumber(counts[i]) or 0)
-        if held <= room then return {4, tonumber(entries[2 * i]) + window - now} end
+      for i = 1, #entries, 2 do
+        held = held - tonumber(string.match(entries[i], ':(%d+)$'))
+        if held <= room then return {4, tonumber(entries[i + 1]) + window - now} end
       end
       from = from + 256
     end
@@ -101,48 +91,45 @@ if rpm >= 0 then
   redis.call('ZADD', req, now, lease)
   redis.call('PEXPIRE', req, keep)
   out[2] = rpm - n - 1
-  out[3] = tonumber(redis.call('ZRANGE', req, 0, 0, 'WITHSCORES')[2]) + window - now
+  out[3] = n == 0 and window or tonumber(redis.call('ZRANGE', req, 0, 0, 'WITHSCORES')[2]) + window - now
 end
 if tpm >= 0 then
-  redis.call('ZADD', tok, now, lease)
-  redis.call('HSET', tokn, lease, taken)
-  sum = redis.call('INCRBY', toksum, taken)
-  for _, k in ipairs({tok, tokn, toksum}) do redis.call('PEXPIRE', k, keep) end
+  sum = sum + taken
+  redis.call('ZADD', tok, now, lease .. ':' .. string.format('%d', taken), -sum, 'sum')
+  redis.call('PEXPIRE', tok, keep)
   out[4] = math.max(tpm - sum, 0)
-  out[5] = tonumber(redis.call('ZRANGE', tok, 0, 0, 'WITHSCORES')[2]) + window - now
+  out[5] = tonumber(redis.call('ZRANGE', tok, 1, 1, 'WITHSCORES')[2]) + window - now
 end
-for i = 6, #KEYS do
-  local at = 10 + (i - 6) * 3
+for i = 4, #KEYS do
+  local at = 8 + (i - 4) * 3
   if ARGV[at + 1] == '1' then
-    redis.call('INCRBYFLOAT', KEYS[i], estimate)
-    redis.call('EXPIREAT', KEYS[i], ARGV[at + 2])
+    if counted[i] then
+      redis.call('INCRBYFLOAT', KEYS[i], estimate)
+    else
+      redis.call('SET', KEYS[i], estimate, 'EXAT', ARGV[at + 2])
+    end
   end
 end
 return out
 """
 
-# KEYS: tok, tokn, toksum, cc, then the budget counters to charge
-# ARGV: lease, tokens to log (0: none), keep log (ms), then per counter: amount, expire at (s)
+# KEYS: tok, cc, then the budget counters to charge
+# ARGV: lease, tokens it was admitted on in the log (0: none), tokens to log (0: none),
+#       keep log (ms), then per counter: amount, expire at (s)
 SETTLE = _NOW + """
-local tok, tokn, toksum, lease = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
-local tokens, keep = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREM', KEYS[4], lease)
-local logged = redis.call('HGET', tokn, lease)
-if logged then
-  redis.call('HDEL', tokn, lease)
-  redis.call('ZREM', tok, lease)
-  redis.call('DECRBY', toksum, logged)
+local tok, lease = KEYS[1], ARGV[1]
+local taken, tokens, keep = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREM', KEYS[2], lease)
+if taken ~= '0' then
+  -- its estimate out of the log, unless it left the window already; what it used in, as of now
+  local change = tokens
+  if redis.call('ZREM', tok, lease .. ':' .. taken) == 1 then change = change - tonumber(taken) end
+  redis.call('ZINCRBY', tok, -change, 'sum')
+  if tokens > 0 then redis.call('ZADD', tok, now, lease .. ':' .. tokens) end
+  redis.call('PEXPIRE', tok, keep)
 end
-if tokens > 0 then
-  redis.call('ZADD', tok, now, lease)  -- the newest entry: logged when the answer ended
-  redis.call('HSET', tokn, lease, tokens)
-  redis.call('INCRBY', toksum, tokens)
-end
-if logged or tokens > 0 then
-  for _, k in ipairs({tok, tokn, toksum}) do redis.call('PEXPIRE', k, keep) end
-end
-for i = 5, #KEYS do
-  local at = 4 + (i - 5) * 2
+for i = 3, #KEYS do
+  local at = 5 + (i - 3) * 2
   redis.call('INCRBYFLOAT', KEYS[i], ARGV[at])
   redis.call('EXPIREAT', KEYS[i], ARGV[at + 1])
 end

@@ -36,8 +36,12 @@ class _Counts:
                 break
             del self.tokens[lease]
             self.token_sum -= count
+
+    def running(self, now: float) -> int:
+        """Leases not expired; swept only when asked (at its limit), not on every admission."""
         for lease in [lease for lease, until in self.leases.items() if until <= now]:
             del self.leases[lease]
+        return len(self.leases)
 
     def spent(self, name: str, period: str) -> float:
         held = self.budgets.get(name)
@@ -69,7 +73,8 @@ class MemoryState:
         counts = self._counts(key)
         counts.expire(now, self._window)
         limits = key.limits
-        if limits.max_concurrent is not None and len(counts.leases) >= limits.max_concurrent:
+        most = limits.max_concurrent
+        if most is not None and len(counts.leases) >= most and counts.running(now) >= most:
             return Admission(None, "concurrency", retry_after=1.0)
         periods = []
         for budget in key.budgets:
