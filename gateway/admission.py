@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
 from .errors import BudgetExceeded, GatewayError, RateLimitExceeded, SharedStateUnavailable
@@ -22,6 +22,7 @@ from .state import Admission, SharedStateDown, State, Ticket, Window
 from .state.memory import MemoryState
 
 Headers = list[tuple[bytes, bytes]]
+Admitting = Coroutine[Any, Any, tuple[Ticket, Headers]]
 Told = Callable[[str, dict[str, Any]], None]  # (event, fields): a log line
 
 
@@ -54,21 +55,28 @@ class KeyLimits:
                 return value
         return self._default_estimate
 
-    async def admit(self, key: Key, lease: str, estimate: int) -> tuple[Ticket, Headers]:
-        """The request's ticket and its ``x-ratelimit-*`` headers; raises the 429 (or the 503 of a
-        closed shared state) when it may not go."""
-        admission = await self._admit(key, lease, estimate)
+    def admit(self, key: Key, lease: str, estimate: int) -> Admitting:
+        """The request's ticket and its ``x-ratelimit-*`` headers, or the 429 (or the 503 of a
+        closed shared state) when it may not go. Asked at once: the caller goes on with its own
+        work while Redis answers, and awaits the answer before anything is sent upstream; one it
+        will not await goes to :meth:`release`."""
+        asked = self._shared.admit(key, lease, estimate) if self.shared and self._shared is not None else None
+        return self._admitted(asked, key, lease, estimate)
+
+    async def _admitted(self, asked: Awaitable[Admission] | None, key: Key, lease: str,
+                        estimate: int) -> tuple[Ticket, Headers]:
+        admission = await self._admission(asked, key, lease, estimate)
         headers = _headers(key, admission)
         if admission.ticket is None:
             raise _refusal(key, admission, headers)
         self._running[lease] = admission.ticket
         return admission.ticket, headers
 
-    async def _admit(self, key: Key, lease: str, estimate: int) -> Admission:
-        if self.shared:
-            assert self._shared is not None
+    async def _admission(self, asked: Awaitable[Admission] | None, key: Key, lease: str,
+                         estimate: int) -> Admission:
+        if asked is not None:
             try:
-                return await self._shared.admit(key, lease, estimate)
+                return await asked
             except SharedStateDown as exc:
                 self._went_down(exc)
         if self._fail == "closed" and self._shared is not None:
@@ -76,11 +84,30 @@ class KeyLimits:
                                          "GATEWAY_REDIS_FAIL=closed: no request goes unlimited")
         return await self.local.admit(key, lease, estimate)
 
+    def release(self, admitting: Admitting) -> None:
+        """An admission asked for a request that went no further (no route could take it): its
+        answer awaited, and undone, so that a request never sent counts nothing."""
+        self._soon(self._undo(admitting))
+
+    async def _undo(self, admitting: Admitting) -> None:
+        try:
+            ticket, _ = await admitting
+        except GatewayError:  # refused, or the shared state closed: nothing was counted
+            return
+        self._running.pop(ticket.lease, None)
+        try:
+            await ticket.store.undo(ticket)
+        except SharedStateDown as exc:
+            self._went_down(exc)
+
     def settle_soon(self, ticket: Ticket, tokens: int, cost: float) -> None:
         """``settle``, as a task of its own: the answer is out, and its settling must not hold the
         request (a keep-alive connection waits for its handler to return), yet what it frees (the
         lease, the estimate's excess) is freed within a Redis round trip."""
-        settling = asyncio.get_running_loop().create_task(self.settle(ticket, tokens, cost))
+        self._soon(self.settle(ticket, tokens, cost))
+
+    def _soon(self, step: Coroutine[Any, Any, None]) -> None:
+        settling = asyncio.get_running_loop().create_task(step)
         self._settling.add(settling)
         settling.add_done_callback(self._settling.discard)
 

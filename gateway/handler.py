@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import request as request_body
-from .admission import KeyLimits, upstream_named
+from .admission import Admitting, KeyLimits, upstream_named
 from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
 from .connections import ANSWERED
@@ -67,11 +67,13 @@ class Observer(Protocol):
 class Call:
     """One request on its way through the steps: what each of them needs, passed as one."""
 
-    __slots__ = ("send", "exchange", "door", "id_headers", "request", "intent", "encoder", "key", "ticket")
+    __slots__ = ("send", "exchange", "door", "id_headers", "request", "intent", "encoder", "key", "admitting",
+                 "ticket")
 
     def __init__(self, send: Send, exchange: Exchange, door: Door, key: Key) -> None:
         self.send, self.exchange, self.door, self.key = send, exchange, door, key
         self.id_headers = door.id_headers(exchange.request_id)
+        self.admitting: Admitting | None = None  # the key's admission, asked and not yet awaited
         self.ticket: Ticket | None = None  # the key's admission, when it has limits or a budget
         self.request: Request | None = None  # the client's request in chat terms, once read
         self.intent = NO_INTENT
@@ -155,6 +157,8 @@ class Handler:
             watcher.stop()
             for attempt in exchange.attempts:
                 attempt.outcome = attempt.outcome or exchange.code  # cut off by the client, a shutdown, a bug
+            if call.admitting is not None:  # asked, and the request went no further
+                self._limits.release(call.admitting)
             try:
                 self._settle(call)
             except Exception as exc:  # a bug in counting must not hide the request's own line
@@ -193,14 +197,13 @@ class Handler:
             if not call.key.allows(exchange.alias, request.model):
                 raise ModelNotAllowed(f"key {call.key.name!r} may not use model {quoted(request.model)}",
                                       param="model")
+            if call.key.limited:  # asked now, so that Redis answers while the request is checked and rewritten
+                call.admitting = self._limits.admit(call.key, new_id(), self._limits.estimate(body))
             call.intent = read_intent(body)
             eligible = router.eligible(routes, body, call.intent, exchange.rejections,
                                        request.client_param if request.translated else None)
         except ClientError as exc:
             raise _as_sent(exc, request) from None
-        if call.key.limited:  # a lease of our own: a client's x-request-id may repeat
-            call.ticket, limit_headers = await self._limits.admit(call.key, new_id(), self._limits.estimate(body))
-            call.id_headers = [*call.id_headers, *limit_headers]
         loop = asyncio.get_running_loop()
         request_end = loop.time() + self._deadline
         failures: list[UpstreamError] = []
@@ -228,15 +231,23 @@ class Handler:
         raise error
 
     async def _try(self, route: Route, call: Call, tries: int, provider_end: float, request_end: float) -> None:
-        """One attempt, recorded; a retry holds a place in the retry budget while it runs."""
-        exchange = call.exchange
+        """One attempt, recorded; a retry holds a place in the retry budget while it runs. The
+        key's admission is awaited here, after the first rewrite and before anything is sent."""
+        exchange, request = call.exchange, call.request
+        assert request is not None
+        upstream_body, dropped = rewrite(request.chat, call.intent, route.provider.profile, route.model,
+                                         exchange.stream)
+        if call.admitting is not None:
+            admitting, call.admitting = call.admitting, None
+            call.ticket, limit_headers = await admitting  # a lease of our own: a client's x-request-id may repeat
+            call.id_headers = [*call.id_headers, *limit_headers]
         attempt = Attempt(route.provider.name, retry=tries > 1)
         exchange.attempts.append(attempt)
         budget = self._budget
         if tries > 1:
             budget.retries += 1
         try:
-            await self._attempt(route, call, attempt, provider_end, request_end)
+            await self._attempt(route, call, attempt, upstream_body, dropped, provider_end, request_end)
         except UpstreamError as exc:
             attempt.outcome = exc.code or "upstream_error"
             exc.headers.setdefault("x-gateway-provider", route.provider.name)
@@ -252,15 +263,14 @@ class Handler:
             if attempt.outcome:
                 self._health.record(attempt.provider, attempt.outcome)
 
-    async def _attempt(self, route: Route, call: Call, attempt: Attempt, provider_end: float,
-                       request_end: float) -> None:
-        """One route: rewrite -> send -> relay, under the attempt's deadlines. An UpstreamError
+    async def _attempt(self, route: Route, call: Call, attempt: Attempt, upstream_body: bytes,
+                       dropped: list[str], provider_end: float, request_end: float) -> None:
+        """One route, rewritten: send -> relay, under the attempt's deadlines. An UpstreamError
         before the response starts lets the caller try again or try the next route."""
         exchange, request, door = call.exchange, call.request, self._door
         assert request is not None
         provider, profile, stream = route.provider, route.provider.profile, exchange.stream
         exchange.provider, exchange.upstream_model = provider.name, route.model
-        upstream_body, dropped = rewrite(request.chat, call.intent, profile, route.model, stream)
         exchange.dropped = [*request.dropped, *dropped] if request.dropped else dropped
         if self._keep_bodies:
             exchange.body = upstream_body

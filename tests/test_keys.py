@@ -105,6 +105,16 @@ def test_requests_per_minute_answers_429_with_openai_headers(keyed: str) -> None
     assert unlimited.status_code == 200 and "x-ratelimit-limit-requests" not in unlimited.headers
 
 
+def test_a_request_no_route_can_take_counts_nothing(keyed: str) -> None:
+    """Its admission is asked before the routes' limits are checked (Redis answers meanwhile), and
+    undone when none can take it."""
+    for _ in range(4):
+        rejected = chat(keyed, "sk-paced", model="glm-strict", temperature=1.5)
+        assert rejected.status_code == 400 and rejected.json()["error"]["param"] == "temperature"
+    answers = [chat(keyed, "sk-paced") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+
+
 def test_the_openai_sdk_sees_a_rate_limit_error(keyed: str) -> None:
     with openai.OpenAI(base_url=f"{keyed}/v1", api_key="sk-paced", max_retries=0) as client:
         for _ in range(3):

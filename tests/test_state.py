@@ -97,6 +97,23 @@ async def test_a_refusal_takes_nothing(stores: StoreFactory) -> None:
     assert small.ticket is not None and small.requests is not None and small.requests.remaining == 1
 
 
+async def test_an_undone_admission_counts_nowhere(stores: StoreFactory) -> None:
+    """A request no route could take (the handler asked for its admission before checking it)."""
+    store = stores()
+    k = key(requests_per_minute=2, tokens_per_minute=100, max_concurrent=1, tokens_per_day=150)
+    for _ in range(3):
+        asked = await store.admit(k, lease(), 90)
+        assert asked.ticket is not None and asked.requests is not None and asked.requests.remaining == 1
+        await store.undo(asked.ticket)
+    assert await store.spent(k) == [0.0]
+    kept = await store.admit(k, lease(), 90)
+    assert kept.ticket is not None and kept.tokens is not None and kept.tokens.remaining == 10
+    await store.settle(kept.ticket, 40, 0.0)
+    last = await store.admit(k, lease(), 60)
+    assert last.ticket is not None and last.requests is not None and last.requests.remaining == 0
+    assert last.tokens is not None and last.tokens.remaining == 0 and await store.spent(k) == [100.0]
+
+
 async def test_concurrency_leases_end_on_settling_or_when_not_refreshed(stores: StoreFactory) -> None:
     store, k = stores(), key(max_concurrent=2)
     a, b = await store.admit(k, lease(), 1), await store.admit(k, lease(), 1)

@@ -7,6 +7,7 @@ A virtual key's limits and budget are two atomic steps per request::
                                                 request counted in all of them, or in none
     settle(ticket, tokens, cost)                the answer's real usage replaces the estimate, and
                                                 the concurrency lease ends
+    undo(ticket)                                a request that went nowhere: as if never admitted
     refresh(tickets)                            the leases of requests still running, extended
 
 The rules, the same in both stores:
@@ -26,6 +27,7 @@ The rules, the same in both stores:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -53,6 +55,7 @@ class Ticket:
     estimate: int  # tokens it was admitted on
     periods: tuple[str, ...]  # each budget's period at admission, in the key's budget order
     store: State  # the store that admitted it (the local one while the shared one was down)
+    admitted: float = 0.0  # when, on the in-process store's clock (for undo)
 
 
 @dataclass(slots=True)
@@ -72,9 +75,16 @@ class SharedStateDown(Exception):
 
 
 class State(Protocol):
-    async def admit(self, key: Key, lease: str, estimate: int) -> Admission: ...
+    def admit(self, key: Key, lease: str, estimate: int) -> Awaitable[Admission]:
+        """Asked when called (Redis: written at once), answered when awaited: a caller may do its
+        own work in between."""
+        ...
 
     async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None: ...
+
+    async def undo(self, ticket: Ticket) -> None:
+        """An admission whose request went nowhere (no route could take it): counted nowhere."""
+        ...
 
     async def refresh(self, tickets: list[Ticket]) -> None: ...
 

@@ -113,13 +113,15 @@ end
 return out
 """
 
-# KEYS: tok, cc, then the budget counters to charge
+# KEYS: req, tok, cc, then the budget counters to charge
 # ARGV: lease, tokens it was admitted on in the log (0: none), tokens to log (0: none),
-#       keep log (ms), then per counter: amount, expire at (s)
+#       keep log (ms), 1 if undone (the request went nowhere: out of the requests log too), then
+#       per counter: amount, expire at (s)
 SETTLE = _NOW + """
-local tok, lease = KEYS[1], ARGV[1]
+local tok, lease = KEYS[2], ARGV[1]
 local taken, tokens, keep = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREM', KEYS[2], lease)
+redis.call('ZREM', KEYS[3], lease)
+if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], lease) end
 if taken ~= '0' then
   -- its estimate out of the log, unless it left the window already; what it used in, as of now
   local change = tokens
@@ -128,8 +130,8 @@ if taken ~= '0' then
   if tokens > 0 then redis.call('ZADD', tok, now, lease .. ':' .. tokens) end
   redis.call('PEXPIRE', tok, keep)
 end
-for i = 3, #KEYS do
-  local at = 5 + (i - 3) * 2
+for i = 4, #KEYS do
+  local at = 6 + (i - 4) * 2
   redis.call('INCRBYFLOAT', KEYS[i], ARGV[at])
   redis.call('EXPIREAT', KEYS[i], ARGV[at + 1])
 end

@@ -6,6 +6,7 @@ start again at 0 on restart: the README says so, and the gateway says so at star
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -100,7 +101,7 @@ class MemoryState:
         for budget, period in zip(key.budgets, periods, strict=True):
             if budget.unit == "tokens":
                 counts.charge(budget.name, period, estimate)
-        return Admission(Ticket(key, lease, estimate, tuple(periods), self),
+        return Admission(Ticket(key, lease, estimate, tuple(periods), self, admitted=now),
                          requests=None if rpm is None else Window(rpm, rpm - len(counts.requests),
                                                                   counts.requests[0] + self._window - now),
                          tokens=None if tpm is None else Window(tpm, max(tpm - counts.token_sum, 0),
@@ -122,6 +123,12 @@ class MemoryState:
                 counts.charge(budget.name, period, tokens - ticket.estimate)
             elif cost > 0:
                 counts.charge(budget.name, period, cost)
+
+    async def undo(self, ticket: Ticket) -> None:
+        await self.settle(ticket, 0, 0.0)
+        if ticket.key.limits.requests_per_minute is not None:
+            with contextlib.suppress(ValueError):  # else it has left the log already
+                self._counts(ticket.key).requests.remove(ticket.admitted)
 
     async def refresh(self, tickets: list[Ticket]) -> None:
         until = self._clock() + self._lease_ttl

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from time import time
@@ -65,14 +65,18 @@ class RedisState:
     async def _call(self, *command: Arg) -> Any:
         return await self._send(packed(*command))
 
-    async def _send(self, command: bytes, script: Script | None = None) -> Any:
-        """One command's answer within the timeout, connecting included; ``script``'s EVALSHA that
-        the server does not know (a new or restarted server) is sent again whole, as EVAL. No
-        retries otherwise: a script retried may have run once already, and been counted."""
+    def _send(self, command: bytes, script: Script | None = None) -> Coroutine[Any, Any, Any]:
+        """One command, written at once (when connected), and its answer within the timeout,
+        connecting included; ``script``'s EVALSHA that the server does not know (a new or
+        restarted server) is sent again whole, as EVAL. No retries otherwise: a script retried may
+        have run once already, and been counted."""
         deadline = asyncio.get_running_loop().time() + self._timeout
+        return self._answer(self._connection.call(command, deadline), command, script, deadline)
+
+    async def _answer(self, answer: Awaitable[Any], command: bytes, script: Script | None, deadline: float) -> Any:
         try:
             try:
-                return await self._connection.call(command, deadline)
+                return await answer
             except ReplyError as error:
                 if script is None or not str(error).startswith("NOSCRIPT"):
                     raise
@@ -98,10 +102,17 @@ class RedisState:
     def _counter(self, name: str, budget: Budget, period: str) -> str:
         return f"{self._prefix}b:{{{name}}}:{budget.name}:{period}"
 
-    async def admit(self, key: Key, lease: str, estimate: int) -> Admission:
+    def admit(self, key: Key, lease: str, estimate: int) -> Awaitable[Admission]:
+        """Written to Redis at once (when connected): the caller's own work runs during the round
+        trip, until it awaits the answer."""
         now = time()
         prefix, periods, ends = self._admit_command(key, now)
-        out = await self._send(prefix + _bulk(lease) + _bulk(b"%d" % estimate), ADMIT)
+        answer = self._send(prefix + _bulk(lease) + _bulk(b"%d" % estimate), ADMIT)
+        return self._admission(answer, key, lease, estimate, now, periods, ends)
+
+    async def _admission(self, answer: Awaitable[Any], key: Key, lease: str, estimate: int, now: float,
+                         periods: tuple[str, ...], ends: tuple[float, ...]) -> Admission:
+        out = await answer
         code = int(out[0])
         if code == 2:
             index = int(out[1]) - 1
@@ -141,17 +152,25 @@ class RedisState:
         return prefix, periods, ends
 
     async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None:
+        await self._settle(ticket, tokens, cost, undo=False)
+
+    async def undo(self, ticket: Ticket) -> None:
+        await self._settle(ticket, 0, 0.0, undo=True)
+
+    async def _settle(self, ticket: Ticket, tokens: int, cost: float, *, undo: bool) -> None:
         key = ticket.key
-        keys = self._logs(key.name)[1:]
-        tpm = key.limits.tokens_per_minute
+        keys = self._logs(key.name)
+        limits = key.limits
+        tpm = limits.tokens_per_minute
         args: list[Arg] = [ticket.lease, 0 if tpm is None else min(ticket.estimate, tpm),
-                           0 if tpm is None else tokens, self._keep_log]
+                           0 if tpm is None else tokens, self._keep_log, 1 if undo else 0]
         for budget, period in zip(key.budgets, ticket.periods, strict=True):
             amount = tokens - ticket.estimate if budget.unit == "tokens" else max(cost, 0.0)
             if amount:
                 keys.append(self._counter(key.name, budget, period))
                 args += [amount, _ends(budget.period, period) + _DAY]
-        if tpm is not None or key.limits.max_concurrent is not None or len(keys) > 2:  # else nothing to undo
+        if tpm is not None or limits.max_concurrent is not None or len(keys) > 3 or (
+                undo and limits.requests_per_minute is not None):  # else there is nothing to change
             await self._run(SETTLE, keys, args)
 
     async def refresh(self, tickets: list[Ticket]) -> None:

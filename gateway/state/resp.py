@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -75,16 +76,19 @@ class Connection:
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
 
-    async def call(self, command: bytes, deadline: float) -> Any:
-        """``command`` (:func:`packed`)'s answer; raises :class:`ReplyError` for an error answer."""
+    def call(self, command: bytes, deadline: float) -> Awaitable[Any]:
+        """``command`` (:func:`packed`)'s answer, :class:`ReplyError` for an error answer. Written
+        at once when the connection is open, so that the caller may go on with its own work while
+        the answer travels, and await it after."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
-            async with asyncio.timeout_at(deadline):
-                protocol = await self._connect()
-        reply = await protocol.send(command, deadline)
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
+            return self._connect_and_send(command, deadline)
+        return protocol.send(command, deadline)
+
+    async def _connect_and_send(self, command: bytes, deadline: float) -> Any:
+        async with asyncio.timeout_at(deadline):
+            protocol = await self._connect()
+        return await protocol.send(command, deadline)
 
     async def _connect(self) -> _Protocol:
         async with self._connecting:  # one connection, however many calls find none
@@ -104,9 +108,7 @@ class Connection:
                     hello.append(packed("AUTH", *filter(None, (where.username,)), where.password))
                 if where.db:
                     hello.append(packed("SELECT", where.db))
-                for reply in await asyncio.gather(*(protocol.send(command, None) for command in hello)):
-                    if isinstance(reply, ReplyError):
-                        raise reply
+                await asyncio.gather(*(protocol.send(command, None) for command in hello))
             except BaseException:
                 protocol.close(ConnectionError("the connection was given up on while it was opened"))
                 raise
@@ -150,7 +152,11 @@ class _Protocol(asyncio.Protocol):
                 waiter, timer = self._waiting.popleft()
                 if timer is not None:
                     timer.cancel()
-                if not waiter.done():  # else its caller went (a cancelled request): the order holds
+                if waiter.done():  # its caller went (a cancelled request): the order holds
+                    continue
+                if isinstance(reply, ReplyError):
+                    waiter.set_exception(reply)
+                else:
                     waiter.set_result(reply)
         except (hiredis.ProtocolError, IndexError):  # not RESP, or an answer nobody asked for
             self.close(ConnectionError("the server's answer was not Redis's protocol"))
