@@ -65,24 +65,22 @@ class KeyLimits:
 
     async def _admitted(self, asked: Awaitable[Admission] | None, key: Key, lease: str,
                         estimate: int) -> tuple[Ticket, Headers]:
-        admission = await self._admission(asked, key, lease, estimate)
+        admission = None
+        if asked is not None:
+            try:
+                admission = await asked
+            except SharedStateDown as exc:
+                self._went_down(exc)
+        if admission is None:
+            if self._fail == "closed" and self._shared is not None:
+                raise SharedStateUnavailable("the gateway's shared state (Redis) cannot be reached, and "
+                                             "GATEWAY_REDIS_FAIL=closed: no request goes unlimited")
+            admission = await self.local.admit(key, lease, estimate)
         headers = _headers(key, admission)
         if admission.ticket is None:
             raise _refusal(key, admission, headers)
         self._running[lease] = admission.ticket
         return admission.ticket, headers
-
-    async def _admission(self, asked: Awaitable[Admission] | None, key: Key, lease: str,
-                         estimate: int) -> Admission:
-        if asked is not None:
-            try:
-                return await asked
-            except SharedStateDown as exc:
-                self._went_down(exc)
-        if self._fail == "closed" and self._shared is not None:
-            raise SharedStateUnavailable("the gateway's shared state (Redis) cannot be reached, and "
-                                         "GATEWAY_REDIS_FAIL=closed: no request goes unlimited")
-        return await self.local.admit(key, lease, estimate)
 
     def release(self, admitting: Admitting) -> None:
         """An admission asked for a request that went no further (no route could take it): its
@@ -210,10 +208,14 @@ def _headers(key: Key, admission: Admission) -> Headers:
     return headers
 
 
+_NAMES = {kind: tuple(f"x-ratelimit-{what}-{kind}".encode() for what in ("limit", "remaining", "reset"))
+          for kind in ("requests", "tokens")}
+
+
 def _trio(kind: str, window: Window) -> Headers:
-    return [(f"x-ratelimit-limit-{kind}".encode(), str(window.limit).encode()),
-            (f"x-ratelimit-remaining-{kind}".encode(), str(window.remaining).encode()),
-            (f"x-ratelimit-reset-{kind}".encode(), duration(window.reset).encode())]
+    limit, remaining, reset = _NAMES[kind]
+    return [(limit, b"%d" % window.limit), (remaining, b"%d" % window.remaining),
+            (reset, duration(window.reset).encode())]
 
 
 def duration(seconds: float) -> str:
