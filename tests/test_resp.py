@@ -117,3 +117,14 @@ async def test_an_answer_that_is_not_redis_fails_its_call_and_the_next_connects_
     await store.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_scripts_flushed_from_a_running_server_are_sent_again_whole(redis_url: str) -> None:
+    store, k = RedisState(redis_url, prefix=f"t{uuid.uuid4().hex[:6]}:"), limited()
+    first = await store.admit(k, "lease-1", 1)
+    async with Redis.from_url(redis_url) as raw:
+        await raw.script_flush()
+    again = await store.admit(k, "lease-2", 1)  # EVALSHA: NOSCRIPT, then EVAL on the same connection
+    assert first.requests is not None and again.requests is not None
+    assert (first.requests.remaining, again.requests.remaining) == (9, 8)
+    await store.close()

@@ -235,6 +235,6 @@ async def test_every_key_written_expires(replicas: list[RedisState], redis_url: 
         names = [name.decode() async for name in raw.scan_iter(match=f"{prefix}*")]
         ttls = {name: await raw.pttl(name) for name in names}
     kinds = {name.removeprefix(prefix).split(":")[0] + ":" + name.rsplit(":", 1)[-1] for name in names}
-    assert {"k:req", "k:tok", "k:cc", "ejected:ejected", "r:resp_ttl"} <= kinds
+    assert {"k:req", "k:tokens", "k:cc", "ejected:ejected", "r:resp_ttl"} <= kinds
     assert sum(name.startswith(f"{prefix}b:") for name in names) == 2
     assert all(ttl > 0 for ttl in ttls.values()), {n: t for n, t in ttls.items() if t <= 0}

@@ -7,8 +7,9 @@ numbers come back as integers and ``tostring`` keeps only 14 digits.
 One key's keys (hash-tagged by its name, so one Cluster slot holds them)::
 
     req     ZSET  lease -> admitted at                 the requests log
-    tok     ZSET  "lease:tokens" -> logged at          the tokens log,
-                  "sum" -> minus the sum of the others   and its sum
+    tokens  ZSET  "lease:tokens" -> logged at          the tokens log,
+                  "sum" -> minus the sum of the others   and its sum (a new name for a new
+                                                         shape: the old ``tok`` expires alone)
     cc      ZSET  lease -> expires at                  the concurrency leases
 
 The tokens log keeps its sum in itself (a negative score sorts first and no time is <= 0), so the

@@ -95,9 +95,9 @@ class RedisState:
         return f"Redis at {self._where}: {type(error).__name__}: {what}"
 
     def _logs(self, name: str) -> list[str]:
-        """req, tok, cc (in :mod:`.lua`) of one key."""
+        """req, tokens, cc (in :mod:`.lua`) of one key."""
         base = f"{self._prefix}k:{{{name}}}:"
-        return [base + "req", base + "tok", base + "cc"]
+        return [base + "req", base + "tokens", base + "cc"]
 
     def _counter(self, name: str, budget: Budget, period: str) -> str:
         return f"{self._prefix}b:{{{name}}}:{budget.name}:{period}"
