@@ -99,24 +99,37 @@ async def test_calls_given_up_on_leave_every_other_answer_with_its_own_call(redi
 
 
 async def test_an_answer_that_is_not_redis_fails_its_call_and_the_next_connects_again(redis_url: str) -> None:
-    answers = [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"+PONG\r\n"]
+    """A server that answers its first connection with HTTP, then passes later ones to Redis."""
+    real = Address.parse(redis_url)
+    connections = 0
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(100)
-        writer.write(answers.pop(0))
-        await writer.drain()
-        await reader.read(100)  # held open: the gateway is the one to close it
-        writer.close()
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await reader.read(100)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await writer.drain()
+            await reader.read(100)  # held open: the gateway is the one to close it
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(real.host, real.port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, family=socket.AF_INET)
     port = server.sockets[0].getsockname()[1]
     store = RedisState(f"redis://127.0.0.1:{port}/0", timeout=1.0)
     with pytest.raises(SharedStateDown, match="not Redis's protocol"):
         await store.admit(limited(), "lease-1", 1)
-    assert await store.ping()  # a new connection, and a good answer on it
+    assert await store.ping() and connections == 2  # a new connection, and good answers on it
     await store.close()
     server.close()
-    await server.wait_closed()
 
 
 async def test_scripts_flushed_from_a_running_server_are_sent_again_whole(redis_url: str) -> None:
@@ -127,4 +140,13 @@ async def test_scripts_flushed_from_a_running_server_are_sent_again_whole(redis_
     again = await store.admit(k, "lease-2", 1)  # EVALSHA: NOSCRIPT, then EVAL on the same connection
     assert first.requests is not None and again.requests is not None
     assert (first.requests.remaining, again.requests.remaining) == (9, 8)
+    await store.close()
+
+
+async def test_an_answer_of_many_reads_comes_back_whole(redis_url: str) -> None:
+    """A stored Response of megabytes arrives in many network reads; hiredis puts it together."""
+    store = RedisState(redis_url, timeout=5.0, prefix=f"t{uuid.uuid4().hex[:6]}:")
+    response, conversation = bytes(range(256)) * 12_000, b'{"turns": "' + b"x" * 2_000_000 + b'"}'
+    await store.put_response("resp_big", "app", response, conversation, ttl=30)
+    assert await store.get_response("resp_big", "app") == (response, conversation)
     await store.close()

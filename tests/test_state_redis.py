@@ -191,6 +191,31 @@ async def test_a_call_given_up_on_leaves_no_answer_behind_for_the_next(redis_url
     await store.close()
 
 
+async def test_an_admission_answered_too_late_or_left_is_undone(redis_url: str) -> None:
+    """Its request went on without it (the process's own counts) or went away: once Redis is free
+    again and the answer comes, what the script counted is taken back."""
+    store = RedisState(redis_url, timeout=0.05)
+    k = key(Limits(requests_per_minute=3, max_concurrent=1), Budget("tokens", "day", 1000))
+    assert (await store.admit(key(Limits(requests_per_minute=1)), lease(), 1)).ticket is not None  # ADMIT loaded
+    busy = "local t0 = redis.call('TIME') repeat local t = redis.call('TIME') " \
+           "until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 300000 return 1"
+    async with Redis.from_url(redis_url) as raw:
+        blocking = asyncio.create_task(raw.eval(busy, 0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(SharedStateDown, match="no answer within 50 ms"):
+            await store.admit(k, lease(), 100)
+        left = asyncio.create_task(store.admit(k, lease(), 100))
+        await asyncio.sleep(0.01)
+        left.cancel()
+        assert await blocking == 1
+    await asyncio.sleep(0.2)  # both answers came, both undone
+    kept = await store.admit(k, lease(), 100)
+    assert kept.ticket is not None and kept.requests is not None and kept.requests.remaining == 2
+    assert await store.spent(k) == [100.0]
+    assert (await store.admit(k, lease(), 100)).refused == "concurrency"  # only kept's lease is held
+    await store.close()
+
+
 async def test_ejections_are_shared_and_end_on_time_or_on_restore(replicas: list[RedisState]) -> None:
     one, other = replicas
     await one.eject("siliconflow", 0.3)

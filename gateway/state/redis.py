@@ -11,6 +11,7 @@ with its TTL, so a key or provider no longer used leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..keys import Budget, Key
 from . import WINDOW, Admission, SharedStateDown, Ticket, Window, lua
-from .resp import Arg, Connection, ReplyError, packed
+from .resp import Arg, Connection, Late, ReplyError, packed
 
 _KEEP = 1000  # ms past the window or a lease's TTL that its key lives
 _DAY = 86400
@@ -46,6 +47,7 @@ class Script:
 ADMIT, SETTLE, REFRESH = Script(lua.ADMIT), Script(lua.SETTLE), Script(lua.REFRESH)
 EJECT, EJECTIONS = Script(lua.EJECT), Script(lua.EJECTIONS)
 PUT_RESPONSE, DELETE_RESPONSE = Script(lua.PUT_RESPONSE), Script(lua.DELETE_RESPONSE)
+SCRIPTS = (ADMIT, SETTLE, REFRESH, EJECT, EJECTIONS, PUT_RESPONSE, DELETE_RESPONSE)
 
 
 class RedisState:
@@ -56,8 +58,10 @@ class RedisState:
         self._timeout = timeout
         self._prefix = prefix
         self._where, self._secrets = _redacted(url)
-        self._connection = Connection(url)
+        # the scripts loaded on every new connection: a call's first EVALSHA then needs no second trip
+        self._connection = Connection(url, [packed("SCRIPT", "LOAD", script.source) for script in SCRIPTS])
         self._packed: dict[str, tuple[Key, tuple[str, ...], bytes, tuple[float, ...]]] = {}
+        self._undoing: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"RedisState({self._where})"
@@ -65,22 +69,23 @@ class RedisState:
     async def _call(self, *command: Arg) -> Any:
         return await self._send(packed(*command))
 
-    def _send(self, command: bytes, script: Script | None = None) -> Coroutine[Any, Any, Any]:
+    def _send(self, command: bytes, script: Script | None = None, late: Late | None = None) -> Coroutine[Any, Any, Any]:
         """One command, written at once (when connected), and its answer within the timeout,
         connecting included; ``script``'s EVALSHA that the server does not know (a new or
         restarted server) is sent again whole, as EVAL. No retries otherwise: a script retried may
-        have run once already, and been counted."""
+        have run once already, and been counted. An answer after the timeout goes to ``late``."""
         deadline = asyncio.get_running_loop().time() + self._timeout
-        return self._answer(self._connection.call(command, deadline), command, script, deadline)
+        return self._answer(self._connection.call(command, deadline, late), command, script, deadline, late)
 
-    async def _answer(self, answer: Awaitable[Any], command: bytes, script: Script | None, deadline: float) -> Any:
+    async def _answer(self, answer: Awaitable[Any], command: bytes, script: Script | None, deadline: float,
+                      late: Late | None) -> Any:
         try:
             try:
                 return await answer
             except ReplyError as error:
                 if script is None or not str(error).startswith("NOSCRIPT"):
                     raise
-                return await self._connection.call(script.loaded(command), deadline)
+                return await self._connection.call(script.loaded(command), deadline, late)
         except (ReplyError, OSError, TimeoutError) as error:
             # from None: the cause's text is ours to check, so it cannot carry a password out
             raise SharedStateDown(self._explain(error)) from None
@@ -107,12 +112,29 @@ class RedisState:
         trip, until it awaits the answer."""
         now = time()
         prefix, periods, ends = self._admit_command(key, now)
-        answer = self._send(prefix + _bulk(lease) + _bulk(b"%d" % estimate), ADMIT)
-        return self._admission(answer, key, lease, estimate, now, periods, ends)
+        ticket = Ticket(key, lease, estimate, periods, self)
+        answer = self._send(prefix + _bulk(lease) + _bulk(b"%d" % estimate), ADMIT, self._undo_if_admitted(ticket))
+        return self._admission(answer, ticket, now, ends)
 
-    async def _admission(self, answer: Awaitable[Any], key: Key, lease: str, estimate: int, now: float,
-                         periods: tuple[str, ...], ends: tuple[float, ...]) -> Admission:
+    def _undo_if_admitted(self, ticket: Ticket) -> Late:
+        """For an admission whose answer came too late: the request went on without it (on the
+        process's own counts, or refused), or left, so what it was counted here is undone."""
+        def late(out: Any) -> None:
+            if int(out[0]) == 0:
+                undoing = asyncio.get_running_loop().create_task(self._quietly(self.undo(ticket)))
+                self._undoing.add(undoing)
+                undoing.add_done_callback(self._undoing.discard)
+        return late
+
+    @staticmethod
+    async def _quietly(step: Awaitable[None]) -> None:
+        with contextlib.suppress(SharedStateDown):  # Redis gone again: what it holds expires
+            await step
+
+    async def _admission(self, answer: Awaitable[Any], ticket: Ticket, now: float,
+                         ends: tuple[float, ...]) -> Admission:
         out = await answer
+        key = ticket.key
         code = int(out[0])
         if code == 2:
             index = int(out[1]) - 1
@@ -123,8 +145,7 @@ class RedisState:
         if code:
             return Admission(None, "requests" if code == 3 else "tokens", retry_after=int(out[1]) / _US)
         rpm, tpm = key.limits.requests_per_minute, key.limits.tokens_per_minute
-        return Admission(Ticket(key, lease, estimate, periods, self),
-                         requests=None if rpm is None else Window(rpm, int(out[1]), int(out[2]) / _US),
+        return Admission(ticket, requests=None if rpm is None else Window(rpm, int(out[1]), int(out[2]) / _US),
                          tokens=None if tpm is None else Window(tpm, int(out[3]), int(out[4]) / _US))
 
     def _admit_command(self, key: Key, now: float) -> tuple[bytes, tuple[str, ...], tuple[float, ...]]:

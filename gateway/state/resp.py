@@ -12,8 +12,8 @@ Errors, for :class:`~gateway.state.redis.RedisState` to map in one place::
     ReplyError            the server answered with an error (NOSCRIPT, WRONGPASS, WRONGTYPE, ...)
     OSError
       ConnectionError     cannot connect, or the connection was lost with the call waiting
-    TimeoutError          no answer by the call's deadline (its connection is closed: the answer
-                          may still come, and would be taken for the next call's)
+    TimeoutError          no answer by the call's deadline (the connection stays: the answer is
+                          still matched when it comes, and closed if the server stays silent)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 
 Arg = str | int | float | bytes
+Late = Callable[[Any], None]  # what to do with an answer that came after its caller gave up
+GRACE = 1.0  # seconds a connection owing an answer given up on may stay silent before it is closed
 
 
 class ReplyError(Exception):
@@ -71,24 +73,26 @@ class Address:
 class Connection:
     """Calls to one Redis, each answered by ``deadline`` (the loop's clock) or failed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, first: Sequence[bytes] = ()) -> None:
         self.address = Address.parse(url)
+        self._first = tuple(first)  # commands each new connection sends before any call (after AUTH, SELECT)
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
 
-    def call(self, command: bytes, deadline: float) -> Awaitable[Any]:
+    def call(self, command: bytes, deadline: float, late: Late | None = None) -> Awaitable[Any]:
         """``command`` (:func:`packed`)'s answer, :class:`ReplyError` for an error answer. Written
         at once when the connection is open, so that the caller may go on with its own work while
-        the answer travels, and await it after."""
+        the answer travels, and await it after. An answer that comes after the deadline goes to
+        ``late``, if given (the caller has gone on without it)."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
-            return self._connect_and_send(command, deadline)
-        return protocol.send(command, deadline)
+            return self._connect_and_send(command, deadline, late)
+        return protocol.send(command, deadline, late)
 
-    async def _connect_and_send(self, command: bytes, deadline: float) -> Any:
+    async def _connect_and_send(self, command: bytes, deadline: float, late: Late | None) -> Any:
         async with asyncio.timeout_at(deadline):
             protocol = await self._connect()
-        return await protocol.send(command, deadline)
+        return await protocol.send(command, deadline, late)
 
     async def _connect(self) -> _Protocol:
         async with self._connecting:  # one connection, however many calls find none
@@ -108,6 +112,7 @@ class Connection:
                     hello.append(packed("AUTH", *filter(None, (where.username,)), where.password))
                 if where.db:
                     hello.append(packed("SELECT", where.db))
+                hello += self._first
                 await asyncio.gather(*(protocol.send(command, None) for command in hello))
             except BaseException:
                 protocol.close(ConnectionError("the connection was given up on while it was opened"))
@@ -121,56 +126,89 @@ class Connection:
             self._protocol = None
 
 
+class _Call:
+    __slots__ = ("waiter", "timer", "late", "expired")
+
+    def __init__(self, waiter: asyncio.Future[Any], late: Late | None) -> None:
+        self.waiter, self.late = waiter, late
+        self.timer: asyncio.TimerHandle | None = None
+        self.expired = False
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
-        self._waiting: deque[tuple[asyncio.Future[Any], asyncio.TimerHandle | None]] = deque()
+        self._waiting: deque[_Call] = deque()
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self._silence: asyncio.TimerHandle | None = None
+        self._owed = 0  # answers still to come to calls past their deadline
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
 
-    def send(self, command: bytes, deadline: float | None) -> asyncio.Future[Any]:
+    def send(self, command: bytes, deadline: float | None, late: Late | None = None) -> asyncio.Future[Any]:
         assert self._transport is not None
-        waiter = self._loop.create_future()
-        timer = None if deadline is None else self._loop.call_at(deadline, self._expired, waiter)
-        self._waiting.append((waiter, timer))
+        call = _Call(self._loop.create_future(), late)
+        if deadline is not None:
+            call.timer = self._loop.call_at(deadline, self._expired, call)
+        self._waiting.append(call)
         self._transport.write(command)
-        return waiter
+        return call.waiter
 
-    def _expired(self, waiter: asyncio.Future[Any]) -> None:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError())
-            self.close(ConnectionError("a call before this one got no answer in time"))
+    def _expired(self, call: _Call) -> None:
+        # The caller is told at once; the connection stays, its answer still to be matched (and
+        # given to ``late``), unless the server says nothing more for GRACE: then it is closed.
+        call.expired = True
+        self._owed += 1
+        if not call.waiter.done():
+            call.waiter.set_exception(TimeoutError())
+        if self._silence is None:
+            self._wait_for_the_owed()
+
+    def _wait_for_the_owed(self) -> None:
+        self._silence = self._loop.call_later(GRACE, self.close, ConnectionError(
+            f"the server answered nothing for {GRACE:g} s"))
 
     def data_received(self, data: bytes) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
-                waiter, timer = self._waiting.popleft()
-                if timer is not None:
-                    timer.cancel()
-                if waiter.done():  # its caller went (a cancelled request): the order holds
-                    continue
-                if isinstance(reply, ReplyError):
-                    waiter.set_exception(reply)
+                call = self._waiting.popleft()
+                if call.timer is not None:
+                    call.timer.cancel()
+                if call.expired:
+                    self._owed -= 1
+                if call.waiter.done():  # given up on (a timeout, a cancelled request): the order holds
+                    if call.late is not None and not isinstance(reply, ReplyError):
+                        call.late(reply)
+                elif isinstance(reply, ReplyError):
+                    call.waiter.set_exception(reply)
                 else:
-                    waiter.set_result(reply)
+                    call.waiter.set_result(reply)
         except (hiredis.ProtocolError, IndexError):  # not RESP, or an answer nobody asked for
             self.close(ConnectionError("the server's answer was not Redis's protocol"))
+            return
+        if self._owed:
+            self._wait_for_the_owed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(ConnectionError(f"the connection was lost{f': {exc}' if exc else ''}"))
 
     def close(self, error: ConnectionError) -> None:
         self.closed = True
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
         if self._transport is not None:
             self._transport.close()
         while self._waiting:
-            waiter, timer = self._waiting.popleft()
-            if timer is not None:
-                timer.cancel()
-            if not waiter.done():
-                waiter.set_exception(error)
+            call = self._waiting.popleft()
+            if call.timer is not None:
+                call.timer.cancel()
+            if not call.waiter.done():
+                call.waiter.set_exception(error)
