@@ -223,6 +223,8 @@ class Handler:
                     if wait is None or loop.time() + wait >= provider_end or not self._budget.allows():
                         break  # on to the next route: a fallback, not a retry
                     await asyncio.sleep(wait)
+                    if not self._budget.allows():  # again: others took the room during the backoff
+                        break
             if loop.time() >= request_end:
                 break
         error = most_meaningful(failures) if failures else UpstreamTimeout(

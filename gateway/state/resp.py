@@ -12,8 +12,9 @@ Errors, for :class:`~gateway.state.redis.RedisState` to map in one place::
     ReplyError            the server answered with an error (NOSCRIPT, WRONGPASS, WRONGTYPE, ...)
     OSError
       ConnectionError     cannot connect, or the connection was lost with the call waiting
-    TimeoutError          no answer by the call's deadline (the connection stays: the answer is
-                          still matched when it comes, and closed if the server stays silent)
+    TimeoutError          no answer by the call's deadline (the connection stays, and the answer
+                          is matched to it when it comes; a server silent for GRACE after a
+                          deadline passed has its connection closed, and the next call connects)
 """
 
 from __future__ import annotations
