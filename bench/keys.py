@@ -2,11 +2,12 @@
 
 Issue 14: "the added p50 of a limited key with Redis on loopback is under 0.3 ms against an
 unlimited key, in the same run". One gateway (one worker, GATEWAY_REDIS_URL on a redis-server of
-its own) on bench's canned nginx upstream; two keys: `limited` has every limit and a budget (all
-high enough never to refuse), so each request makes both of its Redis round trips (admission and
-settlement), and `unlimited` has none. wrk sends each key's requests at a fixed rate, the keys
-alternating round by round (the order swapped every round); the medians of the rounds' p50s and
-their difference are printed.
+its own) on bench's canned nginx upstream; two keys: `limited` is shaped like the issue's example
+key (every limit and a USD budget, all high enough never to refuse; `--key tokens-budget` with a
+token budget instead, `--key rates` with only the two limits per minute), so each request makes
+both of its Redis round trips (admission and settlement), and `unlimited` has none. wrk sends each
+key's requests at a fixed rate, the keys alternating round by round (the order swapped every
+round); the medians of the rounds' p50s and their difference are printed.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ from bench.upstream import request_body, start_upstream
 from bench.wrk import run_wrk, write_script
 
 HERE = Path(__file__).resolve().parent.parent
+LIMITED = {  # what the limited key has, all high enough never to refuse
+    # the issue's own example key (search-app): every limit and a budget in USD
+    "example": """
+    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000, max_concurrent: 1000000}
+    budget: {usd_per_month: 1000000000}""",
+    # a token budget is charged on admission too: one more write there
+    "tokens-budget": """
+    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000, max_concurrent: 1000000}
+    budget: {tokens_per_month: 1000000000000000}""",
+    "rates": """
+    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000}""",
+}
 KEYS = """
 keys:
   limited:
-    key: sk-bench-limited
-    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000, max_concurrent: 1000000}
-    budget: {tokens_per_month: 1000000000000000}
+    key: sk-bench-limited{limited}
   unlimited:
     key: sk-bench-unlimited
 """
@@ -53,6 +64,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--rate", type=float, default=200, help="requests/s for each run (default 200)")
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--key", choices=tuple(LIMITED), default="example",
+                        help="the limited key: the issue's example (every limit, a USD budget; the default), the "
+                             "same with a token budget, or only the two limits per minute")
     parser.add_argument("--store", choices=("redis", "memory"), default="redis",
                         help="where the limited key is counted (memory: the in-process store, for comparison)")
     args = parser.parse_args()
@@ -66,7 +80,7 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{upstream_port}"
         config = work / "gateway.yaml"
         config.write_text(string.Template((HERE / "bench" / "gateway.yaml").read_text()).substitute(
-            BENCH_UPSTREAM=upstream, BENCH_SIM=upstream) + KEYS)
+            BENCH_UPSTREAM=upstream, BENCH_SIM=upstream) + KEYS.format(limited=LIMITED[args.key]))
         port = free_port()
         gateway = Proc("gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
                                    str(port)], log=work / "gateway.log", cwd=HERE,
