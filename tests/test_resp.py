@@ -52,7 +52,10 @@ async def test_a_password_a_user_and_a_database_from_the_url() -> None:
     with redis_server(port, "--requirepass", "hunter2") as url:
         async with Redis.from_url(url, password="hunter2") as admin:
             await admin.acl_setuser("gw", enabled=True, passwords=["+gw-secret"], keys=["*"], commands=["+@all"])
-        for who in (":hunter2@", "gw:gw-secret@"):
+            # SCRIPT LOAD refused on connecting: the scripts go by EVAL instead
+            await admin.acl_setuser("bare", enabled=True, passwords=["+bare-secret"], keys=["*"],
+                                    commands=["+@all", "-script"])
+        for who in (":hunter2@", "gw:gw-secret@", "bare:bare-secret@"):
             store = RedisState(f"redis://{who}127.0.0.1:{port}/3", prefix="t:")
             k = limited()
             assert (await store.admit(k, "lease-1", 1)).ticket is not None

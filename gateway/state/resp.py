@@ -76,7 +76,8 @@ class Connection:
 
     def __init__(self, url: str, first: Sequence[bytes] = ()) -> None:
         self.address = Address.parse(url)
-        self._first = tuple(first)  # commands each new connection sends before any call (after AUTH, SELECT)
+        # commands each new connection sends before any call (after AUTH, SELECT), their errors ignored
+        self._first = tuple(first)
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
 
@@ -113,8 +114,11 @@ class Connection:
                     hello.append(packed("AUTH", *filter(None, (where.username,)), where.password))
                 if where.db:
                     hello.append(packed("SELECT", where.db))
-                hello += self._first
-                await asyncio.gather(*(protocol.send(command, None) for command in hello))
+                said = await asyncio.gather(*(protocol.send(command, None) for command in [*hello, *self._first]),
+                                            return_exceptions=True)
+                for i, answer in enumerate(said):  # a first command may be refused (a user without SCRIPT)
+                    if isinstance(answer, BaseException) and (i < len(hello) or not isinstance(answer, ReplyError)):
+                        raise answer
             except BaseException:
                 protocol.close(ConnectionError("the connection was given up on while it was opened"))
                 raise
