@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
+from .background import Background
 from .errors import BudgetExceeded, GatewayError, RateLimitExceeded, SharedStateUnavailable
 from .keys import Key
 from .state import Admission, SharedStateDown, State, Ticket, Window
@@ -40,7 +41,7 @@ class KeyLimits:
         self._last_told = 0.0
         self._running: dict[str, Ticket] = {}  # lease -> ticket, for the refresher
         self._tasks: list[asyncio.Task[None]] = []
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling = Background()
         up(True)
 
     @property
@@ -85,7 +86,7 @@ class KeyLimits:
     def release(self, admitting: Admitting) -> None:
         """An admission asked for a request that went no further (no route could take it): its
         answer awaited, and undone, so that a request never sent counts nothing."""
-        self._soon(self._undo(admitting))
+        self._settling.run(self._undo(admitting))
 
     async def _undo(self, admitting: Admitting) -> None:
         try:
@@ -102,12 +103,7 @@ class KeyLimits:
         """``settle``, as a task of its own: the answer is out, and its settling must not hold the
         request (a keep-alive connection waits for its handler to return), yet what it frees (the
         lease, the estimate's excess) is freed within a Redis round trip."""
-        self._soon(self.settle(ticket, tokens, cost))
-
-    def _soon(self, step: Coroutine[Any, Any, None]) -> None:
-        settling = asyncio.get_running_loop().create_task(step)
-        self._settling.add(settling)
-        settling.add_done_callback(self._settling.discard)
+        self._settling.run(self.settle(ticket, tokens, cost))
 
     async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None:
         self._running.pop(ticket.lease, None)
@@ -135,8 +131,7 @@ class KeyLimits:
             self._tasks.append(asyncio.get_running_loop().create_task(self._probe()))
 
     async def stop(self) -> None:
-        if self._settling:  # what requests used is counted before the process goes
-            await asyncio.wait(list(self._settling), timeout=5)
+        await self._settling.wait()  # what requests used is counted before the process goes
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

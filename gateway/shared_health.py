@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from .background import Background, quietly
 from .health import Health
 from .state import SharedStateDown
 
@@ -32,7 +33,7 @@ class SharedHealth:
 
     def __init__(self, health: Health, shared: SharedEjections) -> None:
         self._health, self._shared = health, shared
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes = Background()
         self._task: asyncio.Task[None] | None = None
 
     def ejected_here(self, provider: str, seconds: float) -> None:
@@ -44,21 +45,13 @@ class SharedHealth:
         self._write(self._shared.restore(provider))
 
     def _write(self, change: Coroutine[Any, Any, None]) -> None:
-        write = asyncio.get_running_loop().create_task(self._quietly(change))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-
-    @staticmethod
-    async def _quietly(change: Coroutine[Any, Any, None]) -> None:
-        with contextlib.suppress(SharedStateDown):  # the others go on their own evidence
-            await change
+        self._writes.run(quietly(change, SharedStateDown))  # failed: the others go on their own evidence
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:
-        if self._writes:  # told before the process goes (each bounded by the store's timeout)
-            await asyncio.wait(list(self._writes), timeout=5)
+        await self._writes.wait()  # told before the process goes (each bounded by the store's timeout)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,13 +9,13 @@ the key check, so that even a 401 or a 413 comes in the door's own error shape.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
 from .. import request as request_body
+from ..background import Background
 from ..errors import GatewayError, InvalidRequest, SharedStateUnavailable
 from ..state import SharedStateDown
 from . import messages_answer, messages_request, responses_answer, responses_request
@@ -112,8 +112,8 @@ class Responses(Chat):
         self.store: StoredResponses = ResponseStore()  # or the shared state (app.py)
         self.ttl = 3600.0  # GATEWAY_RESPONSES_TTL
         self.shared_by_workers = False  # under --workers N without Redis each worker has its own store
-        self.lost: Callable[[Exception], None] = lambda error: None  # a Response the store failed to keep
-        self._writes: set[asyncio.Task[None]] = set()
+        self.lost: Callable[[BaseException], None] = lambda error: None  # a Response the store failed to keep
+        self._writes = Background(lambda error: self.lost(error))
 
     async def parse(self, raw: bytes, owner: str) -> Request:
         body = request_body.parse(raw)
@@ -165,20 +165,12 @@ class Responses(Chat):
                 if origin != "instructions"]  # a later request's instructions replace these
         # Written while the answer goes out: the write is on its way before the client can read the
         # answer and ask for the next turn, on this replica or another.
-        write = asyncio.get_running_loop().create_task(self.store.put_response(
+        self._writes.run(self.store.put_response(
             response["id"], request.state.owner, orjson.dumps(response), orjson.dumps([*said, turn]), self.ttl))
-        self._writes.add(write)
-        write.add_done_callback(self._written)
 
     async def flush(self) -> None:
         """The Responses still being written, kept before the process goes."""
-        if self._writes:
-            await asyncio.wait(list(self._writes), timeout=5)
-
-    def _written(self, write: asyncio.Task[None]) -> None:
-        self._writes.discard(write)
-        if not write.cancelled() and write.exception() is not None:
-            self.lost(write.exception())  # type: ignore[arg-type]
+        await self._writes.wait()
 
 
 _NO_STORE = SharedStateUnavailable("stored responses are in the shared state (Redis), which does not answer")

@@ -11,15 +11,14 @@ with its TTL, so a key or provider no longer used leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from time import time
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from ..background import Background, quietly
 from ..keys import Budget, Key
 from . import WINDOW, Admission, SharedStateDown, Ticket, Window, lua
 from .resp import Arg, Connection, Late, ReplyError, packed
@@ -57,11 +56,11 @@ class RedisState:
         self._keep_log, self._keep_cc = int(window * 1000) + _KEEP, int(lease_ttl * 1000) + _KEEP
         self._timeout = timeout
         self._prefix = prefix
-        self._where, self._secrets = _redacted(url)
         # the scripts loaded on every new connection: a call's first EVALSHA then needs no second trip
         self._connection = Connection(url, [packed("SCRIPT", "LOAD", script.source) for script in SCRIPTS])
+        self._where = self._connection.address.where
         self._packed: dict[str, tuple[Key, tuple[str, ...], bytes, tuple[float, ...]]] = {}
-        self._undoing: set[asyncio.Task[None]] = set()
+        self._undoing = Background()
 
     def __repr__(self) -> str:
         return f"RedisState({self._where})"
@@ -95,7 +94,7 @@ class RedisState:
 
     def _explain(self, error: BaseException) -> str:
         what = str(error) or f"no answer within {self._timeout * 1000:g} ms"
-        for secret in self._secrets:
+        if secret := self._connection.address.password:
             what = what.replace(secret, "***")
         return f"Redis at {self._where}: {type(error).__name__}: {what}"
 
@@ -120,16 +119,9 @@ class RedisState:
         """For an admission whose answer came too late: the request went on without it (on the
         process's own counts, or refused), or left, so what it was counted here is undone."""
         def late(out: Any) -> None:
-            if int(out[0]) == 0:
-                undoing = asyncio.get_running_loop().create_task(self._quietly(self.undo(ticket)))
-                self._undoing.add(undoing)
-                undoing.add_done_callback(self._undoing.discard)
+            if int(out[0]) == 0:  # (failed: Redis gone again, and what it holds expires)
+                self._undoing.run(quietly(self.undo(ticket), SharedStateDown))
         return late
-
-    @staticmethod
-    async def _quietly(step: Awaitable[None]) -> None:
-        with contextlib.suppress(SharedStateDown):  # Redis gone again: what it holds expires
-            await step
 
     async def _admission(self, answer: Awaitable[Any], ticket: Ticket, now: float,
                          ends: tuple[float, ...]) -> Admission:
@@ -251,6 +243,7 @@ class RedisState:
             return False
 
     async def close(self) -> None:
+        await self._undoing.wait(1.0)
         self._connection.close()
 
 
@@ -269,11 +262,3 @@ def _ends(kind: str, period: str) -> int:
     budget = Budget("tokens", "day" if kind == "day" else "month", 0)
     start = datetime.strptime(period, "%Y-%m-%d" if kind == "day" else "%Y-%m").replace(tzinfo=UTC)
     return int(budget.current(start.timestamp())[1])
-
-
-def _redacted(url: str) -> tuple[str, tuple[str, ...]]:
-    """Where the URL points, for messages, and the secrets in it that no message may show."""
-    parts = urlsplit(url)
-    secret = parts.password
-    where = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
-    return where, tuple({secret, unquote(secret)}) if secret else ()

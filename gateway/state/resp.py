@@ -55,6 +55,13 @@ class Address:
     password: str | None = None
     db: int = 0
 
+    @property
+    def where(self) -> str:
+        """The address without who: for messages."""
+        if self.path is not None:
+            return f"unix://{self.path}?db={self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
     @classmethod
     def parse(cls, url: str) -> Address:
         parts = urlsplit(url)
