@@ -29,16 +29,24 @@ ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[...,
 def _bearer(scope: dict[str, Any]) -> str | None:
     for key, value in scope["headers"]:
         if key == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+            return _token(value)
     return None
 
 
+def _token(authorization: bytes) -> str | None:
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def _client_key(scope: dict[str, Any]) -> str | None:
+    """``x-api-key``, else the bearer token (one pass over the headers)."""
+    authorization = None
     for key, value in scope["headers"]:
         if key == b"x-api-key":
             return value.decode("latin-1").strip()
-    return _bearer(scope)
+        if key == b"authorization" and authorization is None:
+            authorization = value
+    return None if authorization is None else _token(authorization)
 
 
 def _matches(token: str | None, keys: frozenset[str]) -> bool:

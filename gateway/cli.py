@@ -144,10 +144,13 @@ def serve(args: argparse.Namespace) -> None:
     if settings.metrics_port is not None:
         from .metrics import serve_separately
         serve_separately(settings.metrics_port, settings.host)
+    # proxy_headers=False: nothing reads a request's client address or scheme (no log line names
+    # them), so uvicorn's X-Forwarded-* middleware would be a layer per request for nothing; and no
+    # "server: uvicorn" header: it tells an attacker the stack, and costs a header per answer
     server_config = uvicorn.Config("gateway.app:create_app", factory=True, host=settings.host, port=settings.port,
                                    workers=args.workers, loop="uvloop", http=GuardedProtocol,
-                                   log_level=settings.log_level, access_log=False,
-                                   timeout_graceful_shutdown=int(settings.shutdown_grace))
+                                   log_level=settings.log_level, access_log=False, proxy_headers=False,
+                                   server_header=False, timeout_graceful_shutdown=int(settings.shutdown_grace))
     if args.workers > 1:
         _Supervisor(server_config, [server_config.bind_socket()], settings.config).run()
     else:
@@ -193,7 +196,8 @@ def demo(args: argparse.Namespace) -> None:
         uvicorn.Server(uvicorn.Config(simulator(), host="127.0.0.1", port=sim_port, log_level="warning",
                                       access_log=False, loop="uvloop", http="httptools")),
         uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning",
-                                      access_log=False, loop="uvloop", http=GuardedProtocol)),
+                                      access_log=False, loop="uvloop", http=GuardedProtocol,
+                                      proxy_headers=False, server_header=False)),
     ]
     base = f"http://127.0.0.1:{args.port}/v1"
     alias = next(iter(config.models))

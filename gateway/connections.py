@@ -38,6 +38,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import httptools
@@ -172,14 +173,14 @@ class GuardedProtocol(HttpToolsProtocol):
         if guard is None:
             guard = _GUARDS[server_state] = _Guard(self)
         self._guard = guard
-        self._limits = guard.limits
-        self._now = self._since = time.monotonic()  # _now: the clock at the current network read
+        self._limits = limits = guard.limits
+        self._max_header_bytes, self._max_headers = limits.max_header_bytes, limits.max_headers
+        self._now = self._since = time.monotonic()  # _now: the clock at the latest network read
         self._requests = 0  # requests begun on this connection
         self._in_headers = False  # a request's first byte is in, its headers are not
         self._in_body = False  # its headers are in, the end of its body is not
-        self._request_at = self._headers_at = self._body_at = 0.0
+        self._request_at = self._headers_at = 0.0
         self._partial = 0  # bytes read while a request's headers were unfinished
-        self._header_bytes = 0  # request line and complete header lines
         self._paused_at: float | None = None  # when writing to the client was paused
         self._over_cap = False
         self._draining = False
@@ -281,33 +282,32 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_headers = True
         self._request_at = self._now
-        self._partial = self._header_bytes = 0
+        self._partial = 0
         self._requests += 1
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self._header_bytes += len(url)
-        if self._header_bytes > self._limits.max_header_bytes:
-            self._stop("header_too_large")
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        # uvicorn's own, with the limits: a copy rather than a call (one per header)
+        # uvicorn's own, with the limits: a copy rather than a call (one per header). Each header is
+        # held as a tuple of its own, several times its bytes: past the count, none more is kept. (The
+        # bytes are summed once the headers are in: until then each read is bounded, and the reads
+        # of unfinished headers are counted by data_received.)
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
             self._stop("bad_transfer_encoding")  # (httptools itself refuses a second one)
-        self.headers.append((name, value))
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self._limits.max_header_bytes:
-            self._stop("header_too_large")
-        if len(self.headers) > self._limits.max_headers:
+        headers = self.headers
+        headers.append((name, value))
+        if len(headers) > self._max_headers:
             self._stop("too_many_headers")
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._in_body = True
-        self._headers_at = self._body_at = self._now
+        self._headers_at = self._now
+        # the request line (uvicorn's on_url) and each header line: name, ": ", value, CRLF
+        size = len(self.url) + sum(map(len, chain.from_iterable(self.headers))) + 4 * len(self.headers)
+        if size > self._max_header_bytes:
+            self._stop("header_too_large")
         guard = self._guard
         guard.idle.pop(self, None)
         if self._over_cap:
@@ -317,10 +317,6 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self._draining and self.cycle is not None:
             self.cycle.keep_alive = False
-
-    def on_body(self, body: bytes) -> None:
-        self._body_at = self._now
-        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -349,10 +345,10 @@ class GuardedProtocol(HttpToolsProtocol):
         elif self._in_headers:
             if now - self._request_at > limits.header_timeout:
                 self._answer("header_timeout", writable=cycle is None or cycle.response_complete)
-        elif self._in_body:
+        elif self._in_body:  # (each read of the body is its latest byte: _now)
             if self.flow.read_paused:  # the app is not reading: not the client's silence
-                self._body_at = now
-            elif now - self._body_at > limits.body_timeout or now - self._headers_at > limits.body_deadline:
+                self._now = now
+            elif now - self._now > limits.body_timeout or now - self._headers_at > limits.body_deadline:
                 if cycle is not None and not cycle.response_started:
                     cycle.scope[ANSWERED] = (RequestTimeout.status, RequestTimeout.code)  # type: ignore[literal-required]
                     self._answer("body_timeout")

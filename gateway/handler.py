@@ -174,10 +174,7 @@ class Handler:
         sends none) counts as its estimate: a client must not make its tokens free by leaving early."""
         exchange, ticket = call.exchange, call.ticket
         usage = exchange.usage
-        last = exchange.attempts[-1] if exchange.attempts else None
-        answered = exchange.status == 200 or (last is not None and last.headers is not None
-                                              and last.outcome in (CLIENT_CLOSED, SHUTDOWN))
-        if not usage and ticket is not None and answered:
+        if not usage and ticket is not None and _answered(exchange):
             usage = {"completion_tokens": ticket.estimate, "total_tokens": ticket.estimate}
         if usage and exchange.provider is not None and exchange.upstream_model is not None:
             price = self._router().config.prices.get((exchange.provider, exchange.upstream_model))
@@ -285,10 +282,7 @@ class Handler:
                                     (b"x-gateway-attempts", str(len(exchange.attempts)).encode())]
                 if exchange.dropped:
                     headers.append((b"x-gateway-dropped", ",".join(exchange.dropped).encode()))
-                back = passed_back(provider, response.headers)
-                if call.key.paced:
-                    back = upstream_named(back)
-                headers += [(k.encode(), v.encode()) for k, v in back.items()]
+                headers += passed_back(provider, response.raw_headers, renamed=call.key.paced)
                 if stream:
                     wants_usage = request_body.wants_usage(request.chat)
                     call.encoder = door.events(request, exchange.request_id)
@@ -313,6 +307,14 @@ class Handler:
                     await call.end_stream(error)
         finally:
             clock.stop()
+
+
+def _answered(exchange: Exchange) -> bool:
+    """The answer started: a 200, or the answering attempt's headers came before the client left
+    or the server shut down."""
+    last = exchange.attempts[-1] if exchange.attempts else None
+    return exchange.status == 200 or (last is not None and last.headers is not None
+                                      and last.outcome in (CLIENT_CLOSED, SHUTDOWN))
 
 
 def _translator(door: Door, request: Request, request_id: str) -> Callable[[dict[str, Any], bytes], bytes]:

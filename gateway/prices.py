@@ -41,8 +41,8 @@ def count(usage: Mapping[str, Any], name: str, detail: str | None = None) -> int
     ``prompt_tokens_details.cached_tokens``): a positive integer, else 0."""
     value = usage.get(name)
     if detail is not None:
-        value = value.get(detail) if isinstance(value, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        value = value.get(detail) if type(value) is dict else None
+    return value if type(value) is int and value > 0 else 0  # (JSON's: never a bool, nor a subclass)
 
 
 def tokens(usage: Mapping[str, Any] | None) -> int:

@@ -22,7 +22,7 @@ from .doors import Events
 from .errors import GatewayError, UpstreamTooLarge, UpstreamUnavailable
 from .exchange import Exchange
 from .sse import DONE, EventSplitter, EventTooLarge, data_of, frame
-from .upstream import mapped, mapped_errors, stream_error
+from .upstream import mapped, stream_error
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -37,8 +37,10 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
                      exchange: Exchange, clock: Clock, max_bytes: int,
                      translate: Callable[[dict[str, Any], bytes], bytes] | None = None) -> None:
     """Relay a JSON answer: the upstream's bytes, or a front door's ``translate``-ion of them."""
-    with mapped_errors(provider):
+    try:
         body = await _read_body(response, clock, provider, max_bytes)
+    except Exception as exc:
+        raise mapped(provider, exc) from None
     exchange.upstream_done = time.perf_counter()
     try:
         answer = orjson.loads(body)
@@ -61,8 +63,9 @@ async def relay_json(response: aiohttp.ClientResponse, send: Send, headers: Head
 async def _read_body(response: aiohttp.ClientResponse, clock: Clock, provider: Provider, limit: int) -> bytes:
     """The whole body, each wait for more bounded by the idle timeout, and cut (the attempt failed)
     as soon as it is past ``limit`` bytes: never read whole into memory first."""
-    if response.content_length is not None and response.content_length > limit:
-        raise _too_large(provider, limit, response.content_length)
+    length = response.content_length
+    if length is not None and length > limit:
+        raise _too_large(provider, limit, length)
     chunks: list[bytes] = []
     size = 0
     content = response.content

@@ -41,13 +41,19 @@ def _message(message: dict[str, Any], profile: Profile) -> dict[str, Any]:
     return {**message, "role": new_role, "content": new_content}
 
 
+def _taken(out: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The fields of ``names`` that ``out`` holds, taken out of it, in ``names``' order."""
+    if out.keys().isdisjoint(names):  # the usual case: one call, not one per name
+        return []
+    return [name for name in names if out.pop(name, None) is not None]
+
+
 def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
             stream: bool) -> tuple[bytes, list[str]]:
     # null means "not given" in OpenAI's API; some pages type the field (an array-only stop), so
     # nulls are not sent at all
     out = {name: value for name, value in body.items() if value is not None}
-    dropped = [name for name in CONTROL_FIELDS if out.pop(name, None) is not None]
-    dropped += [name for name in profile.foreign_fields if out.pop(name, None) is not None]
+    dropped = _taken(out, CONTROL_FIELDS) + _taken(out, profile.foreign_fields)
     out["model"] = model
     out["stream"] = stream
     max_completion = out.pop("max_completion_tokens", None)
@@ -61,8 +67,7 @@ def rewrite(body: dict[str, Any], intent: Intent, profile: Profile, model: str,
     else:  # undocumented upstream (the relay honours include_usage itself), or not a stream at all
         out.pop("stream_options", None)
     if not profile.thinking.passthrough:
-        for name in thinking.FIELDS:
-            out.pop(name, None)
+        _taken(out, thinking.FIELDS)
         switchable = profile.thinking_models is None or model in profile.thinking_models
         fields, lost = thinking.render(intent, profile.thinking, body, switchable)
         out.update(fields)

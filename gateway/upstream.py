@@ -8,9 +8,10 @@ second than httpx's default pool (issue 4, "Speed"; measured in bench/).
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -35,8 +36,8 @@ from .exchange import Attempt
 from .pools import Slots
 
 #: Upstream response headers a client gets back (issue 4, "Decisions"); plus each profile's own.
-PASSED_BACK = ("retry-after",)
-PASSED_BACK_PREFIX = "x-ratelimit-"
+PASSED_BACK = (b"retry-after",)
+PASSED_BACK_PREFIX = b"x-ratelimit-"
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -93,43 +94,15 @@ class Upstream:
             fixed = self._per_provider[id(provider)] = (provider, headers, timeout, slots)
         return fixed[1], fixed[2], fixed[3]
 
-    @contextlib.asynccontextmanager
-    async def post(self, provider: Provider, body: bytes, *, stream: bool, request_id: str,
-                   attempt: Attempt, clock: Clock) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body`` to the provider; yields the response once its headers arrived, 2xx only.
-        ``attempt.headers`` is set when they arrive, whatever the status. A response left early
-        (an error, a timeout, a client gone) is closed, never left to linger in the pool. The
-        attempt holds one of the provider's slots from before it connects until it is done."""
+    def post(self, provider: Provider, body: bytes, *, stream: bool, request_id: str, attempt: Attempt,
+             clock: Clock) -> _Post:
+        """POST ``body`` to the provider, as ``async with upstream.post(...) as response``: the
+        response once its headers arrived, 2xx only. ``attempt.headers`` is set when they arrive,
+        whatever the status. A response left early (an error, a timeout, a client gone) is closed,
+        never left to linger in the pool. The attempt holds one of the provider's slots from before
+        it connects until it is done."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        base, timeout, slots = self._fixed(provider)
-        if not slots.take():
-            await self._queue(provider, slots, clock)
-            attempt.started = time.perf_counter()  # the wait was the gateway's (overhead), not the upstream's ttfb
-        try:
-            headers = {**base, "Accept": "text/event-stream" if stream else "application/json",
-                       "X-Request-Id": request_id}
-            clock.waiting()
-            with mapped_errors(provider):
-                async with self._session.post(provider.url, data=body, headers=headers, timeout=timeout,
-                                              allow_redirects=False) as response:
-                    attempt.headers = time.perf_counter() - attempt.started
-                    clock.headers = True
-                    clock.first = clock.first or not stream  # a JSON answer's headers are its first byte
-                    try:
-                        encoding = response.headers.get(hdrs.CONTENT_ENCODING)
-                        if response.status >= 300:
-                            clock.waiting()
-                            said = b"" if _encoded(encoding) else await response.content.read(_ERROR_BODY_LIMIT)
-                            raise error_for_status(provider, response.status, said, response.headers)
-                        if _encoded(encoding):
-                            raise UnrequestedEncoding(f"{provider.name} answered in Content-Encoding {encoding!r}, "
-                                                      "which the gateway did not accept (it asks for identity)")
-                        yield response
-                    except BaseException:
-                        response.close()
-                        raise
-        finally:
-            slots.give_back()
+        return _Post(self, provider, body, stream, request_id, attempt, clock)
 
     async def _queue(self, provider: Provider, slots: Slots, clock: Clock) -> None:
         """Every slot is busy: queue for one, no longer than ``pool.wait`` nor past the attempt's
@@ -150,22 +123,88 @@ class Upstream:
 _RETRY_AFTER = "1"
 
 
+class _Post:
+    """One attempt's upstream request as an async context manager. (A class rather than a generator
+    under ``asynccontextmanager``: that one's frames and wrappers were a tenth of a JSON request's
+    Python bytecode in bench/.) Every low-level failure, in it and in the block it wraps, leaves
+    it mapped (:func:`mapped`)."""
+
+    __slots__ = ("_upstream", "_provider", "_body", "_stream", "_request_id", "_attempt", "_clock", "_slots",
+                 "_response")
+
+    def __init__(self, upstream: Upstream, provider: Provider, body: bytes, stream: bool, request_id: str,
+                 attempt: Attempt, clock: Clock) -> None:
+        self._upstream, self._provider, self._body, self._stream = upstream, provider, body, stream
+        self._request_id, self._attempt, self._clock = request_id, attempt, clock
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        upstream, provider, attempt, clock = self._upstream, self._provider, self._attempt, self._clock
+        base, timeout, slots = upstream._fixed(provider)
+        if not slots.take():
+            await upstream._queue(provider, slots, clock)
+            attempt.started = time.perf_counter()  # the wait was the gateway's (overhead), not the upstream's ttfb
+        self._slots = slots
+        try:
+            headers = {**base, "Accept": "text/event-stream" if self._stream else "application/json",
+                       "X-Request-Id": self._request_id}
+            clock.waiting()
+            assert upstream._session is not None
+            try:
+                response = await upstream._session.post(provider.url, data=self._body, headers=headers,
+                                                        timeout=timeout, allow_redirects=False)
+            except Exception as exc:
+                raise mapped(provider, exc) from None
+            self._response = response
+            try:
+                attempt.headers = time.perf_counter() - attempt.started
+                clock.headers = True
+                clock.first = clock.first or not self._stream  # a JSON answer's headers are its first byte
+                encoding = response.headers.get(hdrs.CONTENT_ENCODING)
+                if response.status >= 300:
+                    clock.waiting()
+                    said = b"" if _encoded(encoding) else await response.content.read(_ERROR_BODY_LIMIT)
+                    raise error_for_status(provider, response.status, said, response.raw_headers)
+                if _encoded(encoding):
+                    raise UnrequestedEncoding(f"{provider.name} answered in Content-Encoding {encoding!r}, "
+                                              "which the gateway did not accept (it asks for identity)")
+            except BaseException as exc:
+                await self._end(exc)
+                raise
+        except BaseException:
+            slots.give_back()
+            raise
+        return response
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self._end(exc)
+        finally:
+            self._slots.give_back()
+
+    async def _end(self, exc: BaseException | None) -> None:
+        """aiohttp's own end of a response (release; wait for the request's writer), closed first
+        when it ended with ``exc``; a low-level ``exc`` is raised mapped."""
+        response = self._response
+        try:
+            if exc is not None:
+                response.close()
+            response.release()
+            await response.wait_for_close()
+        except Exception as error:
+            raise mapped(self._provider, error) from None
+        if isinstance(exc, Exception) and not isinstance(exc, UpstreamError):
+            raise mapped(self._provider, exc) from None
+
+
 def _encoded(encoding: str | None) -> bool:
     return encoding is not None and encoding.strip().lower() not in ("", "identity")
 
 
-@contextlib.contextmanager
-def mapped_errors(provider: Provider) -> Iterator[None]:
-    """Low-level client failures -> gateway errors, here and nowhere else."""
-    try:
-        yield
-    except Exception as exc:
-        raise mapped(provider, exc) from None
-
-
 def mapped(provider: Provider, exc: Exception) -> UpstreamError:
-    """The gateway error for a low-level failure; anything else (a bug) is raised as it is. (The
-    relay's read loop calls this directly: a context manager per read costs more than the read.)"""
+    """The gateway error for a low-level failure, here and nowhere else; anything else (a bug) is
+    raised as it is. (Called in an ``except``: a context manager around each read or request would
+    cost more than the mapping.)"""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
@@ -180,14 +219,25 @@ def mapped(provider: Provider, exc: Exception) -> UpstreamError:
     raise exc
 
 
-def passed_back(provider: Provider, headers: Any) -> dict[str, str]:
-    """The upstream headers a client gets back."""
-    out = {}
-    for name, value in headers.items():
+def passed_back(provider: Provider, raw: Iterable[tuple[bytes, bytes]], *,
+                renamed: bool = False) -> list[tuple[bytes, bytes]]:
+    """The upstream headers a client gets back, from the response's raw headers: names lower-cased,
+    values the bytes that came. ``renamed``: ``x-ratelimit-*`` as ``x-upstream-ratelimit-*`` (for a
+    key with limits of its own the plain names are the gateway's, issue 14)."""
+    wanted = _passed_names(provider.profile.pass_headers)
+    out = []
+    for name, value in raw:
         lower = name.lower()
-        if lower in PASSED_BACK or lower.startswith(PASSED_BACK_PREFIX) or lower in provider.profile.pass_headers:
-            out[lower] = value
+        if lower.startswith(PASSED_BACK_PREFIX):
+            out.append((b"x-upstream-" + lower[2:] if renamed else lower, value))
+        elif lower in wanted:
+            out.append((lower, value))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _passed_names(profile_names: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset((*PASSED_BACK, *(name.lower().encode() for name in profile_names)))
 
 
 def _what_it_said(body: bytes) -> tuple[str, str | None]:
@@ -229,12 +279,14 @@ def stream_error(provider: Provider, event: Any) -> UpstreamError:
 _REJECTS_REQUEST = (400, 413, 422)
 
 
-def error_for_status(provider: Provider, status: int, body: bytes, headers: Any) -> UpstreamError:
+def error_for_status(provider: Provider, status: int, body: bytes,
+                     raw_headers: Iterable[tuple[bytes, bytes]]) -> UpstreamError:
     """An upstream's non-2xx answer -> what the client is told (issue 4, point 6)."""
     message, code = _what_it_said(body)
     message = _redacted(provider, message)
     said = f"{provider.name}: {message}" if message else f"{provider.name} answered {status}"
-    back = passed_back(provider, headers)
+    back = {name.decode("latin-1"): value.decode("utf-8", "replace")
+            for name, value in passed_back(provider, raw_headers)}
     content_filter = provider.profile.content_filter
     if content_filter and status == content_filter.status and (
             code in content_filter.codes
