@@ -166,11 +166,13 @@ class _StreamState:
                 if not self.answered:
                     return out, True, UpstreamUnavailable(f"{provider.name} ended its stream without an answer")
                 return self.done(out), True, None
-            else:
+            else:  # (the parse and its checks inline: a call fewer per event of every stream)
                 try:
-                    chunk = _chunk(data, provider)
-                except GatewayError as exc:
-                    return out, True, exc
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    return out, True, UpstreamUnavailable(f"{provider.name} sent an event that is not JSON")
+                if type(chunk) is not dict or "error" in chunk:
+                    return out, True, _not_a_chunk(provider, chunk)
                 relayed = self.observe(chunk, event)
                 self.answered = True
                 if encoder is not None:
@@ -282,17 +284,12 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
             await asyncio.wait_for(response.content.read(), _DRAIN_SECONDS)
 
 
-def _chunk(data: bytes, provider: Provider) -> dict[str, Any]:
-    """An event's data as a chat chunk; the failure it is, if it is none."""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamUnavailable(f"{provider.name} sent an event that is not JSON") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamUnavailable(f"{provider.name} sent an event that is not a JSON object")
-    if "error" in chunk:
-        raise stream_error(provider, chunk)
-    return chunk
+def _not_a_chunk(provider: Provider, data: Any) -> GatewayError:
+    """The failure an event's parsed data is when it is no chat chunk: an error envelope, or not
+    a JSON object at all."""
+    if not isinstance(data, dict):
+        return UpstreamUnavailable(f"{provider.name} sent an event that is not a JSON object")
+    return stream_error(provider, data)
 
 
 async def _start(send: Send, headers: Headers, exchange: Exchange) -> None:
