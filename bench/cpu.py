@@ -34,11 +34,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_config(tree: Path, upstream: str, work: Path) -> Path:
+    """``tree``'s own bench config (it may not know a newer key) on bench's canned upstream."""
+    config = work / f"bench-{tree.name}.yaml"
+    own = tree / "bench" / "gateway.yaml"
+    config.write_text(string.Template(own.read_text()).substitute(BENCH_UPSTREAM=upstream, BENCH_SIM=upstream))
+    return config
+
+
+def ab_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The arguments of a this-tree-against-another measure (bench.cpu, bench.opcodes)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("base", type=Path, help="another checkout of the gateway (e.g. a git worktree)")
+    parser.add_argument("--tree", type=Path, default=HERE, help="the tree measured as 'this' (default: this one)")
+    parser.add_argument("--kind", choices=("json", "stream"), default="json")
+    return parser
+
+
 def start(tree: Path, upstream: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
     """``tree``'s gateway, one worker, on bench's canned upstream: the process and its port."""
-    config = work / f"cpu-{tree.name}.yaml"
-    own = tree / "bench" / "gateway.yaml"  # the tree's own bench config: it may not know a newer key
-    config.write_text(string.Template(own.read_text()).substitute(BENCH_UPSTREAM=upstream, BENCH_SIM=upstream))
+    config = tree_config(tree, upstream, work)
     port = free_port()
     gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
                                cwd=tree, env={**os.environ, "GATEWAY_API_KEYS": KEY, "PYTHONPATH": str(tree)},
@@ -93,10 +108,7 @@ def together(trees: dict[str, Path], upstream: str, kind: str, seconds: float, w
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__.split("\n")[0])
-    parser.add_argument("base", type=Path, help="another checkout of the gateway (e.g. a git worktree)")
-    parser.add_argument("--tree", type=Path, default=HERE, help="the tree measured as 'this' (default: this one)")
-    parser.add_argument("--kind", choices=("json", "stream"), default="json")
+    parser = ab_parser("python -m bench.cpu", __doc__ or "")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--together", type=float, metavar="RATE",

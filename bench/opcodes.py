@@ -11,21 +11,19 @@ microbenchmark).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import signal
-import string
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.cpu import ab_parser, tree_config
 from bench.procs import WORK_DIR, free_port, stop_all, wait_port
 from bench.upstream import request_body, start_upstream
 from bench.wrk import run_wrk, write_script
 
-HERE = Path(__file__).resolve().parent.parent
 KEY = "sk-bench-opcodes"
 
 #: run in the gateway's process: SIGUSR1 starts counting, SIGUSR2 writes the counts and stops
@@ -57,9 +55,7 @@ main(sys.argv[1:])
 
 def count(tree: Path, upstream: str, kind: str, seconds: float, work: Path) -> collections.defaultdict[str, float]:
     """Bytecodes per request by function (``path:name``, the path from the package on) for ``tree``."""
-    config = work / f"opcodes-{tree.name}.yaml"
-    config.write_text(string.Template((tree / "bench" / "gateway.yaml").read_text()).substitute(
-        BENCH_UPSTREAM=upstream, BENCH_SIM=upstream))
+    config = tree_config(tree, upstream, work)
     out = work / f"opcodes-{tree.name}.tsv"
     port = free_port()
     gateway = subprocess.Popen([sys.executable, "-c", _TRACER, "serve", "--config", str(config), "--port", str(port)],
@@ -104,10 +100,7 @@ def _short(filename: str, tree: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.opcodes", description=__doc__.split("\n")[0])
-    parser.add_argument("base", type=Path, help="another checkout of the gateway (e.g. a git worktree)")
-    parser.add_argument("--tree", type=Path, default=HERE, help="the tree measured as 'this' (default: this one)")
-    parser.add_argument("--kind", choices=("json", "stream"), default="json")
+    parser = ab_parser("python -m bench.opcodes", __doc__ or "")
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--top", type=int, default=30, help="functions listed (default 30)")
     args = parser.parse_args()
