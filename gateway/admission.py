@@ -162,13 +162,6 @@ class KeyLimits:
                 self._up(True)
 
 
-def upstream_named(headers: dict[str, str]) -> dict[str, str]:
-    """An upstream's ``x-ratelimit-*`` as ``x-upstream-ratelimit-*``: for a key with limits of its
-    own, the plain names are the gateway's (issue 14)."""
-    return {f"x-upstream-{name[2:]}" if name.startswith("x-ratelimit-") else name: value
-            for name, value in headers.items()}
-
-
 def _refusal(key: Key, admission: Admission, headers: Headers) -> GatewayError:
     retry_after = max(1, int(admission.retry_after + 0.999))
     error: GatewayError

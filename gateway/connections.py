@@ -271,7 +271,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # request begins in is not counted: it may end the previous one's body.)
         if unfinished and self._in_headers:
             self._partial += len(data)
-            if self._partial > self._limits.max_header_bytes:
+            if self._partial > self._max_header_bytes:
                 self._answer("header_too_large")
 
     def _stop(self, reason: str) -> None:

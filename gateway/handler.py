@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import request as request_body
-from .admission import Admitting, KeyLimits, upstream_named
+from .admission import Admitting, KeyLimits
 from .attempts import Clock, RetryBudget, most_meaningful, order, pause
 from .config import Route
 from .connections import ANSWERED
@@ -49,7 +49,7 @@ from .rewrite import rewrite
 from .routing import Router
 from .state import Ticket
 from .thinking import NO_INTENT, read_intent
-from .upstream import Upstream, passed_back
+from .upstream import Upstream, passed_back, upstream_named
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 

@@ -276,7 +276,7 @@ if values.ValueClass is values.MutexValue:
 
     def _add(metric: Any, amount: float) -> None:
         """A counter's or gauge's ``inc(amount)`` (a gauge's ``dec`` with a negative amount)."""
-        metric._value._value += amount  # (_inc's line: a call fewer, on every request)
+        metric._value._value += amount
 
     def _observe(histogram: Any, amount: float) -> None:
         """``histogram.observe(amount)``: the first bucket whose bound is at least it (the last is +Inf)."""

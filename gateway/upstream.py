@@ -101,7 +101,6 @@ class Upstream:
         whatever the status. A response left early (an error, a timeout, a client gone) is closed,
         never left to linger in the pool. The attempt holds one of the provider's slots from before
         it connects until it is done."""
-        assert self._session is not None, "Upstream.start() was not awaited"
         return _Post(self, provider, body, stream, request_id, attempt, clock)
 
     async def _queue(self, provider: Provider, slots: Slots, clock: Clock) -> None:
@@ -139,6 +138,8 @@ class _Post:
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         upstream, provider, attempt, clock = self._upstream, self._provider, self._attempt, self._clock
+        session = upstream._session
+        assert session is not None, "Upstream.start() was not awaited"
         base, timeout, slots = upstream._fixed(provider)
         if not slots.take():
             await upstream._queue(provider, slots, clock)
@@ -148,10 +149,9 @@ class _Post:
             headers = {**base, "Accept": "text/event-stream" if self._stream else "application/json",
                        "X-Request-Id": self._request_id}
             clock.waiting()
-            assert upstream._session is not None
             try:
-                response = await upstream._session.post(provider.url, data=self._body, headers=headers,
-                                                        timeout=timeout, allow_redirects=False)
+                response = await session.post(provider.url, data=self._body, headers=headers, timeout=timeout,
+                                              allow_redirects=False)
             except Exception as exc:
                 raise mapped(provider, exc) from None
             self._response = response
@@ -229,10 +229,26 @@ def passed_back(provider: Provider, raw: Iterable[tuple[bytes, bytes]], *,
     for name, value in raw:
         lower = name.lower()
         if lower.startswith(PASSED_BACK_PREFIX):
-            out.append((b"x-upstream-" + lower[2:] if renamed else lower, value))
+            out.append((_renamed(lower) if renamed else lower, value))
         elif lower in wanted:
             out.append((lower, value))
     return out
+
+
+def upstream_named(headers: dict[str, str]) -> dict[str, str]:
+    """An error's passed-back headers (``error_for_status``), renamed as ``passed_back(renamed=True)``
+    renames them."""
+    named = {}
+    for name, value in headers.items():
+        raw = name.encode()
+        named[_renamed(raw).decode() if raw.startswith(PASSED_BACK_PREFIX) else name] = value
+    return named
+
+
+def _renamed(name: bytes) -> bytes:
+    """``x-ratelimit-*`` as ``x-upstream-ratelimit-*``: for a key with limits of its own, the plain
+    names are the gateway's (issue 14)."""
+    return b"x-upstream-" + name[2:]
 
 
 @functools.lru_cache(maxsize=64)

@@ -213,6 +213,35 @@ async def _limited_upstream(scope: dict[str, Any], receive: Any, send: Any) -> N
          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})})
 
 
+async def _rate_limited_upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An upstream that refuses with 429 and says its own rate limits."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 429, "headers": [
+        (b"content-type", b"application/json"), (b"X-RateLimit-Limit-Requests", b"1000"),
+        (b"x-ratelimit-remaining-requests", b"0")]})
+    await send({"type": "http.response.body", "body": b'{"error": {"message": "slow down"}}'})
+
+
+def test_an_upstream_refusal_renames_its_ratelimit_headers_for_a_limited_key(tmp_path: Path) -> None:
+    with serve(_rate_limited_upstream) as upstream:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(f"providers:\n  own:\n    profile: openai\n    base_url: {upstream}/v1\n    api_key: k\n"
+                        "    retry: {attempts: 1}\n"
+                        "models:\n  m:\n    - {provider: own, model: m}\n"
+                        "keys:\n  paced:\n    key: sk-paced\n    limits: {requests_per_minute: 10}\n"
+                        "  free:\n    key: sk-free\n")
+        with start_gateway(path) as url:
+            limited, free = chat(url, "sk-paced", model="m"), chat(url, "sk-free", model="m")
+    assert limited.status_code == free.status_code == 429
+    assert limited.headers["x-upstream-ratelimit-limit-requests"] == "1000"
+    assert limited.headers["x-upstream-ratelimit-remaining-requests"] == "0"
+    assert free.headers["x-ratelimit-limit-requests"] == "1000"
+    assert "x-upstream-ratelimit-limit-requests" not in free.headers
+
+
 def test_upstream_ratelimit_headers_are_renamed_for_a_limited_key(tmp_path: Path) -> None:
     with serve(_limited_upstream) as upstream:
         path = tmp_path / "gateway.yaml"
