@@ -107,12 +107,14 @@ class KeyLimits:
 
     async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None:
         self._running.pop(ticket.lease, None)
-        try:
-            await ticket.store.settle(ticket, tokens, cost)
-        except SharedStateDown as exc:  # its tokens and cost are lost to the shared count: said, not hidden
-            self._went_down(exc)
+
+        def lost() -> None:  # its tokens and cost did not reach the shared count: said, not hidden
             self._told("shared_state_lost_usage", {"key": ticket.key.name, "tokens": tokens,
                                                    "cost_usd": round(cost, 6)})
+        try:
+            await ticket.store.settle(ticket, tokens, cost, lost)
+        except SharedStateDown as exc:  # slow (it may be counted late) or gone: served on local counts now
+            self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gateway.admission import KeyLimits
 from gateway.keys import Budget, Key, Limits
 from gateway.state import Admission, SharedStateDown, Ticket
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState, _ends
+from gateway.state.resp import GRACE
 from tests.redis_server import free_port, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -214,6 +216,60 @@ async def test_an_admission_answered_too_late_or_left_is_undone(redis_url: str) 
     assert await store.spent(k) == [100.0]
     assert (await store.admit(k, lease(), 100)).refused == "concurrency"  # only kept's lease is held
     await store.close()
+
+
+async def test_a_settlement_answered_late_is_counted_and_only_one_that_cannot_be_is_said_lost(
+        redis_url: str) -> None:
+    """Past its 50 ms the settlement may still run (Redis was only slow): its cost is then counted,
+    and the log must not say it was lost; one sent to a Redis that is gone, or never sent, is."""
+    told: list[tuple[str, dict[str, Any]]] = []
+    slow = RedisState(redis_url, timeout=0.05)
+    limits = KeyLimits(slow, told=lambda event, fields: told.append((event, fields)))
+    k = key(Limits(requests_per_minute=10, max_concurrent=2), Budget("usd", "day", 10))
+    ticket, _ = await limits.admit(k, lease(), 100)
+    busy = "local t0 = redis.call('TIME') repeat local t = redis.call('TIME') " \
+           "until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 300000 return 1"
+    async with Redis.from_url(redis_url) as raw:
+        blocking = asyncio.create_task(raw.eval(busy, 0))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await limits.settle(ticket, 40, 0.25)
+        assert time.monotonic() - started < 0.2  # the request's path never waits on a slow Redis
+        assert await blocking == 1
+    await asyncio.sleep(0.1)
+    assert await slow.spent(k) == [0.25]  # counted, late
+    assert [event for event, _ in told] == ["shared_state_down"]
+    limits = KeyLimits(slow, told=lambda event, fields: told.append((event, fields)))  # (the first went down)
+    ticket, _ = await limits.admit(k, lease(), 100)
+    assert ticket.store is slow
+    async with Redis.from_url(redis_url) as raw:  # silent past GRACE: its connection is closed unanswered
+        blocking = asyncio.create_task(raw.eval(busy.replace("300000", str(int((GRACE + 0.3) * 1e6))), 0))
+        await asyncio.sleep(0.05)
+        await limits.settle(ticket, 40, 0.25)
+        assert not any(event == "shared_state_lost_usage" for event, _ in told)  # not yet known
+        assert await blocking == 1
+    assert ("shared_state_lost_usage", {"key": k.name, "tokens": 40, "cost_usd": 0.25}) in told
+    await slow.close()
+
+    port = free_port()
+    with redis_server(port) as url:
+        stopped = RedisState(url, timeout=0.05)
+        gone = KeyLimits(stopped, told=lambda event, fields: told.append((event, fields)))
+        ticket, _ = await gone.admit(k, lease(), 100)
+    told.clear()
+    await gone.settle(ticket, 40, 0.5)  # the server stopped: nothing was counted
+    assert ("shared_state_lost_usage", {"key": k.name, "tokens": 40, "cost_usd": 0.5}) in told
+    await stopped.close()
+
+    with socket.socket() as silent:  # a connection accepted, never answered: connecting takes the 50 ms
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        store = RedisState(f"redis://:pw@127.0.0.1:{silent.getsockname()[1]}/0", timeout=0.05)
+        said: list[str] = []
+        with pytest.raises(SharedStateDown):
+            await store.settle(Ticket(k, lease(), 100, ticket.periods, store), 40, 0.5, lambda: said.append("lost"))
+        assert said == ["lost"]
+        await store.close()
 
 
 async def test_ejections_are_shared_and_end_on_time_or_on_restore(replicas: list[RedisState]) -> None:

@@ -5,8 +5,10 @@ A virtual key's limits and budget are two atomic steps per request::
 
     admit(key, lease, estimate)  -> Admission   every limit and budget of the key checked, and the
                                                 request counted in all of them, or in none
-    settle(ticket, tokens, cost)                the answer's real usage replaces the estimate, and
-                                                the concurrency lease ends
+    settle(ticket, tokens, cost, lost)          the answer's real usage replaces the estimate, and
+                                                the concurrency lease ends; ``lost()`` once it is
+                                                not known to have been counted (an answer past the
+                                                time budget may come yet, and then it was)
     undo(ticket)                                a request that went nowhere: as if never admitted
     refresh(tickets)                            the leases of requests still running, extended
 
@@ -27,7 +29,7 @@ The rules, the same in both stores:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -35,6 +37,7 @@ from ..keys import Budget, Key
 
 WINDOW = 60.0  #: seconds of the requests and tokens logs
 Refusal = Literal["requests", "tokens", "concurrency", "budget"]
+Lost = Callable[[], None]  #: told that a settlement is not known to have been counted
 
 
 @dataclass(slots=True)
@@ -71,7 +74,12 @@ class Admission:
 
 class SharedStateDown(Exception):
     """The shared store did not answer in its time budget, or failed: the caller decides whether
-    to serve on local counts (fail open) or refuse (fail closed)."""
+    to serve on local counts (fail open) or refuse (fail closed). ``late``: no answer in the time
+    budget, so the step may yet have been done."""
+
+    def __init__(self, message: str, *, late: bool = False) -> None:
+        super().__init__(message)
+        self.late = late
 
 
 class State(Protocol):
@@ -80,7 +88,7 @@ class State(Protocol):
         own work in between."""
         ...
 
-    async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None: ...
+    async def settle(self, ticket: Ticket, tokens: int, cost: float, lost: Lost = ...) -> None: ...
 
     async def undo(self, ticket: Ticket) -> None:
         """An admission whose request went nowhere (no route could take it): counted nowhere."""

@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from ..keys import Key
-from . import WINDOW, Admission, Ticket, Window
+from . import WINDOW, Admission, Lost, Ticket, Window
 
 
 class _Counts:
@@ -107,7 +107,7 @@ class MemoryState:
                          tokens=None if tpm is None else Window(tpm, max(tpm - counts.token_sum, 0),
                                                                 _oldest(counts) + self._window - now))
 
-    async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None:
+    async def settle(self, ticket: Ticket, tokens: int, cost: float, lost: Lost = lambda: None) -> None:
         now = self._clock()
         key = ticket.key
         counts = self._counts(key)

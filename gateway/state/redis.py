@@ -20,7 +20,7 @@ from typing import Any
 
 from ..background import Background, quietly
 from ..keys import Budget, Key
-from . import WINDOW, Admission, SharedStateDown, Ticket, Window, lua
+from . import WINDOW, Admission, Lost, SharedStateDown, Ticket, Window, lua
 from .resp import Arg, Connection, Late, ReplyError, packed
 
 _KEEP = 1000  # ms past the window or a lease's TTL that its key lives
@@ -87,10 +87,10 @@ class RedisState:
                 return await self._connection.call(script.loaded(command), deadline, late)
         except (ReplyError, OSError, TimeoutError) as error:
             # from None: the cause's text is ours to check, so it cannot carry a password out
-            raise SharedStateDown(self._explain(error)) from None
+            raise SharedStateDown(self._explain(error), late=isinstance(error, TimeoutError)) from None
 
-    async def _run(self, script: Script, keys: list[str], args: Sequence[Arg] = ()) -> Any:
-        return await self._send(packed("EVALSHA", script.sha, len(keys), *keys, *args), script)
+    async def _run(self, script: Script, keys: list[str], args: Sequence[Arg] = (), late: Late | None = None) -> Any:
+        return await self._send(packed("EVALSHA", script.sha, len(keys), *keys, *args), script, late)
 
     def _explain(self, error: BaseException) -> str:
         what = str(error) or f"no answer within {self._timeout * 1000:g} ms"
@@ -119,7 +119,7 @@ class RedisState:
         """For an admission whose answer came too late: the request went on without it (on the
         process's own counts, or refused), or left, so what it was counted here is undone."""
         def late(out: Any) -> None:
-            if int(out[0]) == 0:  # (failed: Redis gone again, and what it holds expires)
+            if not isinstance(out, BaseException) and int(out[0]) == 0:  # (else nothing was counted)
                 self._undoing.run(quietly(self.undo(ticket), SharedStateDown))
         return late
 
@@ -164,13 +164,13 @@ class RedisState:
         self._packed[key.name] = (key, periods, prefix, ends)
         return prefix, periods, ends
 
-    async def settle(self, ticket: Ticket, tokens: int, cost: float) -> None:
-        await self._settle(ticket, tokens, cost, undo=False)
+    async def settle(self, ticket: Ticket, tokens: int, cost: float, lost: Lost = lambda: None) -> None:
+        await self._settle(ticket, tokens, cost, undo=False, lost=lost)
 
     async def undo(self, ticket: Ticket) -> None:
-        await self._settle(ticket, 0, 0.0, undo=True)
+        await self._settle(ticket, 0, 0.0, undo=True, lost=lambda: None)
 
-    async def _settle(self, ticket: Ticket, tokens: int, cost: float, *, undo: bool) -> None:
+    async def _settle(self, ticket: Ticket, tokens: int, cost: float, *, undo: bool, lost: Lost) -> None:
         key = ticket.key
         keys = self._logs(key.name)
         limits = key.limits
@@ -184,7 +184,15 @@ class RedisState:
                 args += [amount, _ends(budget.period, period) + _DAY]
         if tpm is not None or limits.max_concurrent is not None or len(keys) > 3 or (
                 undo and limits.requests_per_minute is not None):  # else there is nothing to change
-            await self._run(SETTLE, keys, args)
+            def late(out: Any) -> None:
+                if isinstance(out, BaseException):
+                    lost()
+            try:
+                await self._run(SETTLE, keys, args, late)
+            except SharedStateDown as down:
+                if not down.late:  # else the script was sent, and its late answer says what became of it
+                    lost()
+                raise
 
     async def refresh(self, tickets: list[Ticket]) -> None:
         leases: dict[str, list[str]] = {}

@@ -15,6 +15,11 @@ Errors, for :class:`~gateway.state.redis.RedisState` to map in one place::
     TimeoutError          no answer by the call's deadline (the connection stays, and the answer
                           is matched to it when it comes; a server silent for GRACE after a
                           deadline passed has its connection closed, and the next call connects)
+
+A call given up on (its deadline passed, or its caller was cancelled) may still have run: what
+became of it goes to its ``late``, once, when that is known (the answer, a ReplyError, or the
+ConnectionError that closed the connection first; for a deadline that passed while connecting,
+nothing was sent, and ``late`` has the TimeoutError itself).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 
 Arg = str | int | float | bytes
-Late = Callable[[Any], None]  # what to do with an answer that came after its caller gave up
+Late = Callable[[Any], None]  # what became of a call its caller gave up on (see above)
 GRACE = 1.0  # seconds a connection owing an answer given up on may stay silent before it is closed
 
 
@@ -92,15 +97,21 @@ class Connection:
         """``command`` (:func:`packed`)'s answer, :class:`ReplyError` for an error answer. Written
         at once when the connection is open, so that the caller may go on with its own work while
         the answer travels, and await it after. An answer that comes after the deadline goes to
-        ``late``, if given (the caller has gone on without it)."""
+        ``late``, if given (the caller has gone on without it), and so does the error that ends
+        the connection first."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             return self._connect_and_send(command, deadline, late)
         return protocol.send(command, deadline, late)
 
     async def _connect_and_send(self, command: bytes, deadline: float, late: Late | None) -> Any:
-        async with asyncio.timeout_at(deadline):
-            protocol = await self._connect()
+        try:
+            async with asyncio.timeout_at(deadline):
+                protocol = await self._connect()
+        except TimeoutError as error:
+            if late is not None:  # nothing was sent: that is what became of it
+                late(error)
+            raise
         return await protocol.send(command, deadline, late)
 
     async def _connect(self) -> _Protocol:
@@ -196,7 +207,7 @@ class _Protocol(asyncio.Protocol):
                 if call.expired:
                     self._owed -= 1
                 if call.waiter.done():  # given up on (a timeout, a cancelled request): the order holds
-                    if call.late is not None and not isinstance(reply, ReplyError):
+                    if call.late is not None:
                         call.late(reply)
                 elif isinstance(reply, ReplyError):
                     call.waiter.set_exception(reply)
@@ -224,3 +235,5 @@ class _Protocol(asyncio.Protocol):
                 call.timer.cancel()
             if not call.waiter.done():
                 call.waiter.set_exception(error)
+            elif call.late is not None:  # given up on, and now it will never be answered
+                call.late(error)
