@@ -119,6 +119,9 @@ def main() -> None:
         limited, unlimited = statistics.median(p50["limited"]), statistics.median(p50["unlimited"])
         print(f"median p50: limited {limited:.3f} ms, unlimited {unlimited:.3f} ms: "
               f"a limited key adds {limited - unlimited:.3f} ms (target < 0.3 ms)")
+        added = sorted(a - b for a, b in zip(p50["limited"], p50["unlimited"], strict=True))
+        print(f"added in each round (limited minus unlimited, same round): {added[0]:+.3f} to {added[-1]:+.3f} ms, "
+              f"median {statistics.median(added):+.3f} ms: the spread is this machine's noise")
         if redis:
             calls, each = script_time(redis["GATEWAY_REDIS_URL"])
             print(f"Redis ran {calls} scripts (admissions and settlements), {each:.1f} us each on its own clock "
