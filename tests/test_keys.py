@@ -198,42 +198,43 @@ def test_the_messages_door_answers_in_anthropics_shape(keyed: str) -> None:
             client.messages.create(model="glm-maxtoken", max_tokens=16, messages=[USER])
 
 
-async def _limited_upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """An upstream that says its own rate limits."""
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"x-ratelimit-limit-requests", b"1000"),
-        (b"x-ratelimit-remaining-requests", b"999")]})
-    await send({"type": "http.response.body", "body": orjson.dumps(
+def _upstream_saying_limits(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """An upstream that answers ``status`` with its own rate-limit ``headers``."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), *headers]})
+        await send({"type": "http.response.body", "body": body})
+    return app
+
+
+_limited_upstream = _upstream_saying_limits(
+    200, [(b"x-ratelimit-limit-requests", b"1000"), (b"x-ratelimit-remaining-requests", b"999")], orjson.dumps(
         {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})})
+         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+_rate_limited_upstream = _upstream_saying_limits(  # a 429, its header names in another case
+    429, [(b"X-RateLimit-Limit-Requests", b"1000"), (b"x-ratelimit-remaining-requests", b"0")],
+    b'{"error": {"message": "slow down"}}')
 
 
-async def _rate_limited_upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """An upstream that refuses with 429 and says its own rate limits."""
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 429, "headers": [
-        (b"content-type", b"application/json"), (b"X-RateLimit-Limit-Requests", b"1000"),
-        (b"x-ratelimit-remaining-requests", b"0")]})
-    await send({"type": "http.response.body", "body": b'{"error": {"message": "slow down"}}'})
+def _paced_and_free(tmp_path: Path, upstream: str, provider: str = "", keys: str = "") -> Path:
+    """One provider at ``upstream`` (``provider``: more of its lines) for model m, a key with limits
+    (paced), one without (free), and ``keys``."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"providers:\n  own:\n    profile: openai\n    base_url: {upstream}/v1\n    api_key: k\n{provider}"
+                    "models:\n  m:\n    - {provider: own, model: m}\n"
+                    "keys:\n  paced:\n    key: sk-paced\n    limits: {requests_per_minute: 10}\n"
+                    f"  free:\n    key: sk-free\n{keys}")
+    return path
 
 
 def test_an_upstream_refusal_renames_its_ratelimit_headers_for_a_limited_key(tmp_path: Path) -> None:
     with serve(_rate_limited_upstream) as upstream:
-        path = tmp_path / "gateway.yaml"
-        path.write_text(f"providers:\n  own:\n    profile: openai\n    base_url: {upstream}/v1\n    api_key: k\n"
-                        "    retry: {attempts: 1}\n"
-                        "models:\n  m:\n    - {provider: own, model: m}\n"
-                        "keys:\n  paced:\n    key: sk-paced\n    limits: {requests_per_minute: 10}\n"
-                        "  free:\n    key: sk-free\n")
-        with start_gateway(path) as url:
+        with start_gateway(_paced_and_free(tmp_path, upstream, provider="    retry: {attempts: 1}\n")) as url:
             limited, free = chat(url, "sk-paced", model="m"), chat(url, "sk-free", model="m")
     assert limited.status_code == free.status_code == 429
     assert limited.headers["x-upstream-ratelimit-limit-requests"] == "1000"
@@ -244,13 +245,8 @@ def test_an_upstream_refusal_renames_its_ratelimit_headers_for_a_limited_key(tmp
 
 def test_upstream_ratelimit_headers_are_renamed_for_a_limited_key(tmp_path: Path) -> None:
     with serve(_limited_upstream) as upstream:
-        path = tmp_path / "gateway.yaml"
-        path.write_text(f"providers:\n  own:\n    profile: openai\n    base_url: {upstream}/v1\n    api_key: k\n"
-                        "models:\n  m:\n    - {provider: own, model: m}\n"
-                        "keys:\n  paced:\n    key: sk-paced\n    limits: {requests_per_minute: 10}\n"
-                        "  free:\n    key: sk-free\n  budgeted:\n    key: sk-budgeted\n"
-                        "    budget: {tokens_per_day: 1000000}\n")
-        with start_gateway(path) as url:
+        keys = "  budgeted:\n    key: sk-budgeted\n    budget: {tokens_per_day: 1000000}\n"
+        with start_gateway(_paced_and_free(tmp_path, upstream, keys=keys)) as url:
             limited, free = chat(url, "sk-paced", model="m"), chat(url, "sk-free", model="m")
             budgeted = chat(url, "sk-budgeted", model="m")
     assert limited.headers["x-ratelimit-limit-requests"] == "10"  # the gateway's, for its key
